@@ -1,0 +1,1 @@
+"""Transformation machinery: ad, batching, partial_eval, lowering, xla."""

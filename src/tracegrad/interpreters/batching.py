@@ -1,0 +1,155 @@
+"""batching: vmap as a trace of (value, batch axis) pairs.
+
+Rule convention: batch(args, dims, **params) -> (out, out_dim), where each
+dim is an int or None (not mapped); lists for multiple results. Rules move
+batch axes instead of copying where they can; unbatched operands stay
+unbatched (only values with a batch axis become BatchTracers).
+"""
+from __future__ import annotations
+
+from .. import core
+from ..core import Tracer, get_aval, set_trace
+
+not_mapped = None
+
+
+class BatchTracer(Tracer):
+    __slots__ = ("val", "bdim")
+
+    def __init__(self, trace, val, bdim):
+        self._trace = trace
+        self.val = val
+        self.bdim = bdim
+
+    @property
+    def aval(self):
+        a = get_aval(self.val)
+        shape = a.shape[:self.bdim] + a.shape[self.bdim + 1:]
+        return core.ShapedArray(shape, a.dtype, a.weak_type)
+
+
+class BatchTrace(core.Trace):
+    def __init__(self, parent, axis_size):
+        super().__init__(parent)
+        self.axis_size = axis_size
+
+    def unpack(self, x):
+        if isinstance(x, BatchTracer) and x._trace is self:
+            return x.val, x.bdim
+        if isinstance(x, Tracer) and not x._trace.active:
+            raise core.leaked_tracer_error(x)
+        return x, None
+
+    def process_primitive(self, prim, args, params):
+        vals, dims = [], []
+        for a in args:
+            v, d = self.unpack(a)
+            vals.append(v)
+            dims.append(d)
+        if all(d is None for d in dims):
+            with set_trace(self.parent):
+                return prim.bind(*vals, **params)
+        if prim.batch is None:
+            raise core.primitive_error(prim, vals, "no batching (vmap) rule", params)
+        with set_trace(self.parent):
+            out, out_dim = prim.batch(vals, dims, **params)
+        if prim.multiple_results:
+            return [self.wrap(o, d) for o, d in zip(out, out_dim)]
+        return self.wrap(out, out_dim)
+
+    def wrap(self, val, bdim):
+        return val if bdim is None else BatchTracer(self, val, bdim)
+
+
+# ---- helpers for rules (they run at the parent trace)
+
+
+def moveaxis(x, src, dst):
+    """Move axis src of x to dst (no-op when equal)."""
+    from ..primitives import shapes
+    nd = get_aval(x).ndim
+    src, dst = src % nd, dst % nd
+    if src == dst:
+        return x
+    perm = [i for i in range(nd) if i != src]
+    perm.insert(dst, src)
+    return shapes.transpose_p.bind(x, permutation=tuple(perm))
+
+
+def broadcast(x, size, axis):
+    """Add a new axis of length `size` at `axis` (a broadcast, no copy eagerly)."""
+    from ..primitives import shapes
+    a = get_aval(x)
+    shape = list(a.shape)
+    shape.insert(axis, size)
+    dims = tuple(i if i < axis else i + 1 for i in range(a.ndim))
+    return shapes.broadcast_in_dim_p.bind(x, shape=tuple(shape), broadcast_dimensions=dims)
+
+
+def bdim_at_front(x, d, size):
+    """x with its batch axis at 0, broadcasting unbatched values."""
+    if d is None:
+        return broadcast(x, size, 0)
+    return moveaxis(x, d, 0)
+
+
+def axis_size_of(vals, dims):
+    for v, d in zip(vals, dims):
+        if d is not None:
+            return get_aval(v).shape[d]
+    raise ValueError("no batched operand")
+
+
+def move_all_to_front(vals, dims, broadcast_unbatched=True):
+    """All batched operands with batch axis 0; unbatched ones broadcast (or kept)."""
+    size = axis_size_of(vals, dims)
+    out = []
+    for v, d in zip(vals, dims):
+        if d is None and not broadcast_unbatched:
+            out.append(v)
+        else:
+            out.append(bdim_at_front(v, d, size))
+    return out, size
+
+
+def vmap_flat(fun, args, in_dims, out_dims, axis_size, fn_name=None):
+    """Map `fun` over axis `in_dims[i]` of each arg (None = broadcast)."""
+    trace = BatchTrace(core.current_trace(), axis_size)
+    if fn_name is not None:
+        trace.fn_name = fn_name
+    ins = [a if d is None else BatchTracer(trace, a, d) for a, d in zip(args, in_dims)]
+    try:
+        with set_trace(trace):
+            outs = fun(*ins)
+        res = []
+        for o, od in zip(outs, out_dims):
+            v, d = trace.unpack(o)
+            with set_trace(trace.parent):
+                if od is None:
+                    if d is not None:
+                        raise ValueError(
+                            "vmap has out_axes=None for an output that depends on the mapped "
+                            "axis; only unbatched outputs can have out_axes None")
+                    res.append(v)
+                elif d is None:
+                    res.append(broadcast(v, axis_size, od % (get_aval(v).ndim + 1)))
+                else:
+                    res.append(moveaxis(v, d, od))
+    finally:
+        trace.finish()
+    return res
+
+
+def vmap_jaxpr(closed: core.ClosedJaxpr, axis_size, in_dims, out_dims_at_front=True):
+    """Closed jaxpr -> batched closed jaxpr; batched inputs/outputs carry their
+    batch axis at 0 (outputs: all batched, unbatched ones broadcast)."""
+    in_avals = []
+    for a, d in zip(closed.in_avals, in_dims):
+        in_avals.append(a if d is None else a.update(shape=(axis_size,) + a.shape))
+
+    def fun(*args):
+        dims = [None if d is None else 0 for d in in_dims]
+        return vmap_flat(lambda *xs: core.eval_jaxpr(closed.jaxpr, closed.consts, *xs),
+                         args, dims, [0] * len(closed.out_avals), axis_size)
+
+    return core.trace_to_jaxpr(fun, in_avals)

@@ -1,0 +1,143 @@
+"""Conversion, dtype promotion and broadcasting shared by tracegrad.numpy."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import core, dtypes
+from ..core import Array, Tracer, get_aval
+from ..primitives import elementwise as ew
+from ..primitives import shapes
+
+_SCALARS = (bool, int, float, complex)
+
+
+def asarray_value(x, dtype=None):
+    """Any array-like -> something primitives accept (Array/Tracer/np array)."""
+    t = type(x)
+    if t is Array or isinstance(x, Tracer):
+        if dtype is not None and get_aval(x).dtype != dtype:
+            return ew.convert(x, dtype)
+        return x
+    if t is np.ndarray or isinstance(x, np.generic):
+        v = np.asarray(x)
+    elif t in _SCALARS:
+        v = np.asarray(x, dtype=dtypes.python_scalar_dtype(x))
+        return Array(v if dtype is None else v.astype(dtype), weak=dtype is None)
+    elif isinstance(x, (list, tuple)):
+        return _from_sequence(x, dtype)
+    elif hasattr(x, "__array__") or hasattr(x, "__jax_array__"):
+        v = np.asarray(x)
+    else:
+        raise TypeError(f"cannot convert {type(x).__name__} to a tracegrad array")
+    v = _canonical(v)
+    if dtype is not None and v.dtype != dtype:
+        v = v.astype(dtype)
+    return Array(v)
+
+
+def _canonical(v):
+    if v.dtype.kind in "OUSV" and v.dtype != dtypes.float0:
+        raise TypeError(f"tracegrad arrays cannot hold dtype {v.dtype}")
+    return v
+
+
+def _from_sequence(x, dtype):
+    leaves = _seq_leaves(x)
+    if any(isinstance(l, Tracer) for l in leaves):
+        from .shape import stack
+        return stack([asarray_value(e, dtype) for e in x])
+    pairs = [(get_aval(l).dtype, get_aval(l).weak_type) for l in leaves] if leaves else []
+    v = np.array([np.asarray(l) if type(l) is Array else l for l in x] if not leaves or
+                 not any(type(l) is Array for l in leaves) else _to_np_nested(x))
+    if dtype is None:
+        if pairs:
+            dt, weak = dtypes.promote(*pairs)
+            # a literal list of Python scalars is a strong array of the default type
+            dtype = dt
+        else:
+            dtype = dtypes.float64
+    return Array(_canonical(v.astype(dtype)))
+
+
+def _to_np_nested(x):
+    if isinstance(x, (list, tuple)):
+        return [_to_np_nested(e) for e in x]
+    return np.asarray(x.value) if type(x) is Array else x
+
+
+def _seq_leaves(x):
+    out = []
+    for e in x:
+        if isinstance(e, (list, tuple)):
+            out += _seq_leaves(e)
+        else:
+            out.append(e)
+    return out
+
+
+def dtype_weak(x):
+    t = type(x)
+    if t is Array:
+        return x.value.dtype, x.weak
+    if t in _SCALARS:
+        return dtypes.python_scalar_dtype(x), True
+    a = get_aval(x)
+    return a.dtype, a.weak_type
+
+
+def promote(*args):
+    """Convert args to their common JAX dtype (weak scalars adapt)."""
+    pairs = [dtype_weak(a) for a in args]
+    dt, weak = dtypes.promote(*pairs)
+    out = []
+    for a, (d, w) in zip(args, pairs):
+        if type(a) in _SCALARS:
+            out.append(Array(np.asarray(a, dt), weak) if core._ctx.trace is None
+                       else np.asarray(a, dt)[()])
+        elif d != dt or (w != weak and not weak):
+            out.append(ew.convert(asarray_value(a), dt, weak))
+        else:
+            out.append(a)
+    return out
+
+
+def promote_inexact(*args):
+    """Like promote, then ints/bools become the default float (as jnp)."""
+    args = promote(*args)
+    dt, weak = dtype_weak(args[0])
+    if not dtypes.is_float(dt):
+        return [ew.convert(asarray_value(a), dtypes.default_float, weak) for a in args]
+    return args
+
+
+def broadcast_arrays(*args):
+    """NumPy broadcasting to a common shape (rank-0 operands stay scalars:
+    primitives broadcast those themselves)."""
+    shapes_ = [get_aval(a).shape for a in args]
+    if all(s == shapes_[0] for s in shapes_):
+        return list(args)
+    try:
+        out_shape = np.broadcast_shapes(*shapes_)
+    except ValueError:
+        raise core.ShapeDtypeError(
+            f"operands could not be broadcast together with shapes "
+            f"{' '.join(str(s) for s in shapes_)}\n  at {core.user_frame()}") from None
+    return [a if s == out_shape or s == () else shapes.broadcast_to(a, out_shape)
+            for a, s in zip(args, shapes_)]
+
+
+def check_axis(axis, ndim, name="axis"):
+    if not -ndim <= axis < max(ndim, 1) or (ndim == 0 and axis not in (0, -1)):
+        raise core.ShapeDtypeError(f"{name} {axis} is out of bounds for array of dimension {ndim}")
+    return axis % ndim if ndim else 0
+
+
+def canonical_axes(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (int, np.integer)):
+        axis = (axis,)
+    out = tuple(check_axis(int(a), ndim) for a in axis)
+    if len(set(out)) != len(out):
+        raise ValueError(f"repeated axis in {axis}")
+    return out
