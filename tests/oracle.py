@@ -110,3 +110,16 @@ def check_all(tg_fn, jax_fn, args, diff=True, batch=True, jit=True, **tol):
         check_vmap(tg_fn, jax_fn, bargs, **tol)
     if jit and hasattr(tg, "jit"):
         check_jit(tg_fn, args, **tol)
+
+
+def check_lowering(tg_fn, args, **tol):
+    """Lower make_jaxpr(f) to StableHLO, compile and run it with XLA directly
+    (independent of tracegrad.jit), and compare with eager f."""
+    from tracegrad.interpreters import lowering, xla
+    closed = tg.make_jaxpr(tg_fn)(*args)
+    module = lowering.lower_jaxpr(closed)
+    exe = xla.compile(module)
+    flat = [np.asarray(a) for a in jax.tree_util.tree_leaves(args)]
+    outs = xla.execute(exe, lowering.hoisted_consts(closed) + [xla.device_put(a) for a in flat])
+    ref = jax.tree_util.tree_leaves(tg_fn(*args))
+    assert_close([np.asarray(o) for o in outs], ref, **tol, what="lowered")

@@ -12,6 +12,9 @@ from .reductions import *  # noqa: F401,F403
 from .reductions import sum, mean  # noqa: F401
 from .ufuncs import *  # noqa: F401,F403
 from .ufuncs import abs, round, divmod, where  # noqa: F401
+from .shape import *  # noqa: F401,F403
+from .indexing import *  # noqa: F401,F403
+from .linalg import *  # noqa: F401,F403
 from . import _methods  # noqa: F401  (installs operators on Array and Tracer)
 
 float16, float32, float64 = _np.float16, _np.float32, _np.float64

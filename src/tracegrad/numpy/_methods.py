@@ -36,6 +36,10 @@ def _install(cls):
         "conj": ufuncs.conjugate, "conjugate": ufuncs.conjugate,
         "clip": ufuncs.clip, "round": ufuncs.round,
     }
+    # each tnp module may add its own methods in a METHODS dict
+    from . import indexing, linalg, shape
+    for mod in (creation, reductions, ufuncs, shape, indexing, linalg):
+        ops.update(getattr(mod, "METHODS", {}))
     for name, f in ops.items():
         setattr(cls, name, f)
 

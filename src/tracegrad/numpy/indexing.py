@@ -1,0 +1,5 @@
+"""tracegrad.numpy: indexing functions (being written)."""
+from __future__ import annotations
+
+__all__: list[str] = []
+METHODS: dict = {}

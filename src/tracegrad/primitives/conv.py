@@ -1,0 +1,2 @@
+"""Primitive family: conv (being written)."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""Primitive family: indexing (being written)."""
+from __future__ import annotations

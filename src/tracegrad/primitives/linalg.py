@@ -1,0 +1,2 @@
+"""Primitive family: linalg (being written)."""
+from __future__ import annotations

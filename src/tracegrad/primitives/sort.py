@@ -1,0 +1,2 @@
+"""Primitive family: sort (being written)."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""Primitive family: windowed (being written)."""
+from __future__ import annotations
