@@ -67,7 +67,9 @@ def get_aval(x) -> ShapedArray:
     """The abstract value of any array-like value or tracer."""
     t = type(x)
     if t is Array:
-        v = x.value
+        v = x._v
+        if v is None:  # device buffer (jit output): no device->host copy
+            v = x._buf
         return ShapedArray(v.shape, v.dtype, x.weak)
     if isinstance(x, Tracer):
         return x.aval
@@ -323,10 +325,12 @@ class Array:
             return v.copy()
         return np.asarray(v)
 
-    shape = property(lambda self: self.value.shape)
-    dtype = property(lambda self: self.value.dtype)
-    ndim = property(lambda self: self.value.ndim)
-    size = property(lambda self: self.value.size)
+    # metadata comes from the device buffer when the value is not on the host yet
+    _meta = property(lambda self: self._v if self._v is not None else self._buf)
+    shape = property(lambda self: self._meta.shape)
+    dtype = property(lambda self: self._meta.dtype)
+    ndim = property(lambda self: self._meta.ndim)
+    size = property(lambda self: self._meta.size)
     aval = property(get_aval)
 
     def __repr__(self):
@@ -685,12 +689,13 @@ def pp_jaxpr(jaxpr: Jaxpr, indent=0) -> str:
 
 
 class JaxprTracer(Tracer):
-    __slots__ = ("aval", "var")
+    # the jaxpr variable is `_var`: a `var` slot would hide the .var() method
+    __slots__ = ("aval", "_var")
 
     def __init__(self, trace, aval, var):
         self._trace = trace
         self.aval = aval
-        self.var = var
+        self._var = var
 
 
 class JaxprTrace(Trace):
@@ -722,7 +727,7 @@ class JaxprTrace(Trace):
 
     def getvar(self, x):
         if isinstance(x, JaxprTracer) and x._trace is self:
-            return x.var
+            return x._var
         if isinstance(x, Tracer) and not x._trace.active:
             raise leaked_tracer_error(x)
         t = type(x)
@@ -730,6 +735,8 @@ class JaxprTrace(Trace):
             return Literal(x, get_aval(x))
         if isinstance(x, np.generic):
             return Literal(x, get_aval(x))
+        if t is Array and x._v is not None and x._v.shape == ():
+            return Literal(x._v[()], get_aval(x))
         return self.const_var(x)
 
     def const_var(self, x):

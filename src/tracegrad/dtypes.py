@@ -165,3 +165,14 @@ def short_name(dtype):
 
 def finfo(dtype):
     return ml_dtypes.finfo(dtype) if dtype == bfloat16 else np.finfo(dtype)
+
+
+# JAX maps integer/bool dtypes to an inexact dtype by width, not through the
+# lattice: 8-32 bit ints and bool -> float32, 64-bit ints -> float64.
+_TO_INEXACT = {bool_: float32, int8: float32, int16: float32, int32: float32,
+               uint8: float32, uint16: float32, uint32: float32,
+               int64: float64, uint64: float64}
+
+
+def to_inexact(dtype):
+    return _TO_INEXACT.get(dtype, dtype)

@@ -36,7 +36,7 @@ def asarray_value(x, dtype=None):
 
 
 def _canonical(v):
-    if v.dtype.kind in "OUSV" and v.dtype != dtypes.float0:
+    if v.dtype.kind in "OUSMm" or (v.dtype.kind == "V" and v.dtype not in (dtypes.float0, dtypes.bfloat16)):
         raise TypeError(f"tracegrad arrays cannot hold dtype {v.dtype}")
     return v
 
@@ -92,8 +92,8 @@ def promote(*args):
     out = []
     for a, (d, w) in zip(args, pairs):
         if type(a) in _SCALARS:
-            out.append(Array(np.asarray(a, dt), weak) if core._ctx.trace is None
-                       else np.asarray(a, dt)[()])
+            # a 0-d Array keeps weakness; traced, it becomes a weak literal
+            out.append(Array(np.asarray(a, dt), weak))
         elif d != dt or (w != weak and not weak):
             out.append(ew.convert(asarray_value(a), dt, weak))
         else:
@@ -106,7 +106,8 @@ def promote_inexact(*args):
     args = promote(*args)
     dt, weak = dtype_weak(args[0])
     if not dtypes.is_float(dt):
-        return [ew.convert(asarray_value(a), dtypes.default_float, weak) for a in args]
+        fdt = dtypes.to_inexact(dt)
+        return [ew.convert(asarray_value(a), fdt, weak) for a in args]
     return args
 
 

@@ -14,10 +14,14 @@ def _fast_unary(prim, inexact):
     impl = prim.impl
 
     def f(x):
-        if core._ctx.trace is None and type(x) is Array:
-            v = x._v
-            if v is not None and v.dtype.kind == "f":
-                return Array(impl(v), x.weak)
+        if core._ctx.trace is None:
+            t = type(x)
+            if t is Array:
+                v = x._v
+                if v is not None and v.dtype.kind == "f":
+                    return Array(impl(v), x.weak)
+            elif t is np.ndarray and x.dtype.kind == "f":
+                return Array(impl(x))
         x = asarray_value(x)
         if inexact:
             (x,) = promote_inexact(x)
@@ -406,7 +410,11 @@ def isneginf(x):
 
 def signbit(x):
     x = asarray_value(x)
-    return less(x, 0)
+    if not dtypes.is_float(dtype_weak(x)[0]):
+        return less(x, 0)
+    # -0.0 has its sign bit set: 1/-0.0 is -inf
+    with_zero = logical_and(equal(x, 0), less(true_divide(1, x), 0))
+    return logical_or(less(x, 0), with_zero)
 
 
 def copysign(x, y):

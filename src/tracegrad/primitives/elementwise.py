@@ -160,7 +160,8 @@ def _int_div(x, y):
             q = np.trunc(np.true_divide(x, y))
             safe = np.where(y == 0, 0, q).astype(x.dtype)
         return safe
-    return np.true_divide(x, y).astype(x.dtype, copy=False)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.true_divide(x, y).astype(x.dtype, copy=False)
 
 
 def _rem_impl(x, y):
@@ -231,11 +232,11 @@ def _pow_jvp(primals, tangents):
     t = None
     if type(tx) is not Zero:
         # y * x**(y-1), with 0**0-style corner handled as JAX (y == 0 -> 0)
-        d = select(eq_p.bind(y, c(y, 0)), c(z, 0) if get_aval(y).shape == () else _zeros_like(y),
-                   mul(y, pow_p.bind(x, sub(y, c(y, 1)))))
+        d = select(eq_p.bind(y, c(y, 0)), mul(y, pow_p.bind(x, sub(y, c(y, 1)))),
+                   c(z, 0) if get_aval(y).shape == () else _zeros_like(y))
         t = _bcast_t(mul(tx, d), aval)
     if type(ty) is not Zero:
-        safe_x = select(eq_p.bind(x, c(x, 0)), _ones_like(x), x)
+        safe_x = select(eq_p.bind(x, c(x, 0)), x, _ones_like(x))
         term = _bcast_t(mul(ty, mul(log_p.bind(safe_x), z)), aval)
         t = term if t is None else add(t, term)
     return z, t
@@ -396,12 +397,44 @@ erf_p = _unary("erf", _low_precision_safe(_sp.erf), _erf_d, chlo.ErfOp)
 erf_inv_p = _unary("erf_inv", _low_precision_safe(_errs(_sp.erfinv)), _erf_inv_d, chlo.ErfInvOp)
 lgamma_p = _unary("lgamma", _low_precision_safe(_sp.gammaln),
                   lambda x, y: digamma_p.bind(x), chlo.LgammaOp)
-digamma_p = _def("digamma", _low_precision_safe(_sp.digamma), "zero", chlo.DigammaOp, kinds="f")
+digamma_p = _def("digamma", _low_precision_safe(_sp.digamma), None, chlo.DigammaOp, kinds="f")
+
+
+def _trigamma(x):
+    """polygamma(1, x), written with primitives (so it is differentiable):
+    recurrence up to x + 8, then the asymptotic series; reflection for x < 1/2."""
+    half = c(x, 0.5)
+    small = lt_p.bind(x, half)
+    y = select(small, x, sub(c(x, 1), x))  # y >= 1/2
+    acc = None
+    for k in range(8):
+        yk = add(y, c(y, k))
+        term = div(c(y, 1), mul(yk, yk))
+        acc = term if acc is None else add(acc, term)
+    z = add(y, c(y, 8))
+    iz = div(c(z, 1), z)
+    iz2 = mul(iz, iz)
+    # 1/z + 1/(2z^2) + (1/z^3)(1/6 - 1/(30 z^2) + 1/(42 z^4) - 1/(30 z^6) + 5/(66 z^8))
+    series = c(z, 5 / 66)
+    for coef in (-1 / 30, 1 / 42, -1 / 30, 1 / 6):
+        series = add(mul(series, iz2), c(z, coef))
+    asym = add(add(iz, mul(c(z, 0.5), iz2)), mul(mul(iz2, iz), series))
+    pos = add(acc, asym)
+    s = sin_p.bind(mul(c(x, np.pi), x))
+    refl = sub(div(c(x, np.pi ** 2), mul(s, s)), pos)
+    return select(small, pos, refl)
+
+
+digamma_p.jvp = lambda primals, tangents: (digamma_p.bind(primals[0]),
+                                           mul(tangents[0], _trigamma(primals[0])))
 
 
 def _abs_jvp(primals, tangents):
     (x,), (t,) = primals, tangents
-    return abs_p.bind(x), mul(t, sign_p.bind(x))
+    if dtypes.is_complex(get_aval(x).dtype):
+        return abs_p.bind(x), mul(t, sign_p.bind(x))
+    # JAX's convention: d|x|/dx = 1 at x = 0 (select(x >= 0, t, -t))
+    return abs_p.bind(x), select(ge_p.bind(x, c(x, 0)), neg(t), t)
 
 
 abs_p = _def("abs", np.abs, _abs_jvp, hlo.AbsOp, kinds="fi")
@@ -419,7 +452,7 @@ def _round_impl(x, rounding_method=0):
 
 
 def _round_lower(ctx, x, rounding_method=0):
-    op = hlo.RoundOpNearestAfz if rounding_method == 0 else hlo.RoundNearestEvenOp
+    op = hlo.RoundOp if rounding_method == 0 else hlo.RoundNearestEvenOp
     return [lowering.result(op(x))]
 
 
@@ -538,7 +571,10 @@ def _select_batch(args, dims):
     if ex is None:
         ex = pa.shape if pdim is None else pa.shape[:pdim] + pa.shape[pdim + 1:]
     full = (size,) + tuple(ex)
-    cases_f = [shapes.broadcast_to(x, full) for x in cases_f]
+    # a batched rank-0 case is (size,): its axis is the leading one, not the last
+    cases_f = [shapes.broadcast_in_dim_p.bind(x, shape=full, broadcast_dimensions=(0,))
+               if d is not None and get_aval(x).shape == (size,) and full != (size,)
+               else shapes.broadcast_to(x, full) for x, d in zip(cases_f, cdims)]
     if pdim is None and pa.shape == ():
         return select_n_p.bind(pred, *cases_f), 0
     pred = pred if pdim is None else shapes.moveaxis_bind(pred, pdim, 0)
