@@ -9,5 +9,10 @@ from .core import ConcretizationError, LeakedTracerError, ShapeDtypeError, Trace
 from .api import (grad, hessian, jacfwd, jacrev, jvp, linearize, make_jaxpr,  # noqa: F401
                   value_and_grad, vjp, vmap, ShapeDtypeStruct)
 from . import numpy  # noqa: F401
+from .config import config  # noqa: F401
+from .jit import jit, devices, device_put, JitCompileError, JitRuntimeError  # noqa: F401
+from .custom_derivatives import custom_jvp, custom_vjp, stop_gradient  # noqa: F401
+from .checkpoint import checkpoint, checkpoint_policies, remat  # noqa: F401
+from . import lax  # noqa: F401
 
 __version__ = "0.1.0"

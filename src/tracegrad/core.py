@@ -293,6 +293,15 @@ def leaked_tracer_error(t, prim=None):
 # Eager arrays
 
 
+def _buffer_to_numpy(buf):
+    # imported on first use (interpreters import core); later calls go
+    # straight to xla.to_numpy through the rebound global
+    global _buffer_to_numpy
+    from .interpreters.xla import to_numpy
+    _buffer_to_numpy = to_numpy
+    return to_numpy(buf)
+
+
 class Array:
     """tracegrad's array: an immutable NumPy array (or device buffer after jit)
     with JAX's methods (`.at[]`, operators with JAX's dtype rules, ...).
@@ -312,9 +321,8 @@ class Array:
     @property
     def value(self):
         v = self._v
-        if v is None:
-            from .interpreters import xla
-            v = self._v = xla.to_numpy(self._buf)
+        if v is None:  # device buffer: read it to the host once (zero-copy on CPU)
+            v = self._v = _buffer_to_numpy(self._buf)
         return v
 
     def __array__(self, dtype=None, copy=None):

@@ -310,9 +310,9 @@ def transpose_jaxpr(closed: core.ClosedJaxpr, linear):
     def fun(*args):
         nl, cts = iter(args[:len(nonlin_avals)]), list(args[len(nonlin_avals):])
         full_args = [UndefinedPrimal(a) if l else next(nl) for a, l in zip(in_avals, linear)]
+        # backward_pass_with_args returns cts of the linear (undefined) args only
         cts_in = backward_pass_with_args(closed, full_args, cts)
-        return [instantiate(c) if type(c) is Zero else c
-                for c, l in zip(cts_in, linear) if l]
+        return [instantiate(c) if type(c) is Zero else c for c in cts_in]
 
     return core.trace_to_jaxpr(fun, nonlin_avals + ct_avals)
 

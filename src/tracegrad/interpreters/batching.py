@@ -112,8 +112,12 @@ def move_all_to_front(vals, dims, broadcast_unbatched=True):
     return out, size
 
 
-def vmap_flat(fun, args, in_dims, out_dims, axis_size, fn_name=None):
-    """Map `fun` over axis `in_dims[i]` of each arg (None = broadcast)."""
+def vmap_flat(fun, args, in_dims, out_dims, axis_size, fn_name=None, out_name=None):
+    """Map `fun` over axis `in_dims[i]` of each arg (None = broadcast).
+
+    out_dims: a list of ints/None, or a callable returning it once `fun` has
+    run (api.vmap resolves out_axes against the output structure).
+    out_name(i) names output i in error messages."""
     trace = BatchTrace(core.current_trace(), axis_size)
     if fn_name is not None:
         trace.fn_name = fn_name
@@ -121,18 +125,28 @@ def vmap_flat(fun, args, in_dims, out_dims, axis_size, fn_name=None):
     try:
         with set_trace(trace):
             outs = fun(*ins)
+        if callable(out_dims):
+            out_dims = out_dims()
         res = []
-        for o, od in zip(outs, out_dims):
+        for i, (o, od) in enumerate(zip(outs, out_dims)):
             v, d = trace.unpack(o)
             with set_trace(trace.parent):
                 if od is None:
                     if d is not None:
+                        what = out_name(i) if out_name is not None else f"output {i}"
                         raise ValueError(
-                            "vmap has out_axes=None for an output that depends on the mapped "
-                            "axis; only unbatched outputs can have out_axes None")
+                            f"vmap has out_axes=None for {what}, which is batched (it depends "
+                            f"on the mapped axis, at axis {d}); only outputs that do not depend "
+                            f"on the mapped inputs can have out_axes None")
                     res.append(v)
-                elif d is None:
-                    res.append(broadcast(v, axis_size, od % (get_aval(v).ndim + 1)))
+                    continue
+                nd = get_aval(v).ndim + (1 if d is None else 0)  # batched output rank
+                if not -nd <= od < nd:
+                    what = out_name(i) if out_name is not None else f"output {i}"
+                    raise ValueError(f"vmap out_axes {od} is out of range for {what}, whose "
+                                     f"batched rank is {nd} (out_axes must be in [{-nd}, {nd}))")
+                if d is None:
+                    res.append(broadcast(v, axis_size, od % nd))
                 else:
                     res.append(moveaxis(v, d, od))
     finally:

@@ -57,7 +57,7 @@ __all__ = [
     "LoweringError", "LoweringContext", "ir_context", "lock", "lower_jaxpr",
     "hoisted_consts", "module_text", "verify", "ir_type", "ir_element_type",
     "constant", "broadcast_in_dim", "convert", "compare", "make_reducer_region",
-    "reduce", "reduce_identity", "elementwise", "result",
+    "reduce", "reduce_identity", "elementwise", "result", "mark_donated_args",
 ]
 
 lock = threading.RLock()  # guards the shared context (build, print, compile)
@@ -540,6 +540,33 @@ def lower_jaxpr(closed_jaxpr, name: str = "main", *, inline_const_max_size: int 
         if verify_module:
             verify(module)
     return module
+
+
+def mark_donated_args(module: ir.Module, donated, arg_avals, out_avals) -> None:
+    """Mark @main arguments whose buffers the caller gives up (jit's
+    donate_argnums). Each donated argument is aliased to the first output
+    of the same shape and dtype not yet taken (`tf.aliasing_output`, so XLA
+    writes the result into the argument's memory); the others only become
+    `jax.buffer_donor`s. `donated`/`arg_avals` cover all @main arguments
+    (hoisted consts first)."""
+    with lock, ir_context():
+        main = next(op for op in module.body.operations
+                    if ir.StringAttr(op.attributes["sym_name"]).value == "main")
+        i32 = ir.IntegerType.get_signless(32)
+        taken, attrs = set(), []
+        for d, a in zip(donated, arg_avals):
+            entries = {}
+            if d:
+                j = next((j for j, o in enumerate(out_avals) if j not in taken
+                          and tuple(o.shape) == tuple(a.shape)
+                          and np.dtype(o.dtype) == np.dtype(a.dtype)), None)
+                if j is None:
+                    entries["jax.buffer_donor"] = ir.BoolAttr.get(True)
+                else:
+                    taken.add(j)
+                    entries["tf.aliasing_output"] = ir.IntegerAttr.get(i32, j)
+            attrs.append(ir.DictAttr.get(entries))
+        main.attributes["arg_attrs"] = ir.ArrayAttr.get(attrs)
 
 
 def verify(module: ir.Module) -> None:

@@ -53,13 +53,14 @@ def partial_eval_jaxpr(closed: ClosedJaxpr, unknowns, instantiate=False):
 
 
 def partial_eval_call(trace: JaxprTrace, prim, args, params, jaxpr_key="jaxpr",
-                      update_params=None):
+                      update_params=None, partial_eval_fn=None):
     """Trace-level partial-eval rule for call-like primitives whose params
     hold one closed jaxpr taking exactly `args`: run the known part now at
-    the parent trace, stage only the unknown part."""
+    the parent trace, stage only the unknown part. partial_eval_fn: a
+    (memoized) stand-in for partial_eval_jaxpr(closed, unknowns)."""
     closed = params[jaxpr_key]
     unknowns = [trace.is_own(a) for a in args]
-    known_j, unknown_j, out_unk, num_res = partial_eval_jaxpr(closed, unknowns)
+    known_j, unknown_j, out_unk, num_res = (partial_eval_fn or partial_eval_jaxpr)(closed, unknowns)
     upd = update_params or (lambda p, j, which: {**p, jaxpr_key: j})
     known_args = [a for a, u in zip(args, unknowns) if not u]
     with set_trace(trace.parent):

@@ -18,7 +18,9 @@ def _fast_unary(prim, inexact):
             t = type(x)
             if t is Array:
                 v = x._v
-                if v is not None and v.dtype.kind == "f":
+                if v is None:  # a jit result: read its device buffer once (cached)
+                    v = x.value
+                if v.dtype.kind == "f":
                     return Array(impl(v), x.weak)
             elif t is np.ndarray and x.dtype.kind == "f":
                 return Array(impl(x))
@@ -35,7 +37,11 @@ def _binary(prim, inexact=False):
     def f(x, y):
         if core._ctx.trace is None and type(x) is Array and type(y) is Array:
             vx, vy = x._v, y._v
-            if vx is not None and vy is not None and vx.dtype == vy.dtype and vx.shape == vy.shape \
+            if vx is None:  # jit results: read their device buffers once (cached)
+                vx = x.value
+            if vy is None:
+                vy = y.value
+            if vx.dtype == vy.dtype and vx.shape == vy.shape \
                     and (not inexact or vx.dtype.kind == "f"):
                 return Array(impl(vx, vy), x.weak and y.weak)
         args = promote_inexact(x, y) if inexact else promote(x, y)
