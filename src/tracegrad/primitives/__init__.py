@@ -1,2 +1,2 @@
 """The primitive families. Importing this package registers every primitive."""
-from . import elementwise, shapes, reductions, indexing, linalg, conv, windowed, sort  # noqa: F401
+from . import elementwise, shapes, reductions, indexing, linalg, conv, windowed, sort, control_flow  # noqa: F401

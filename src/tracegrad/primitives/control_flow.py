@@ -1,0 +1,1000 @@
+"""Structured control flow: cond_p, while_p and scan_p.
+
+Each primitive carries closed jaxprs in its params. The user-facing
+functions (tracegrad.lax) turn every constant a traced function closed over
+(including tracers of enclosing transformations) into an explicit operand, so
+the jaxprs in params only ever hold concrete constants and every
+transformation sees everything the bodies depend on.
+
+Operands and params:
+  cond_p(index, *ops, branches)                 index int32 scalar, in range;
+      each branch: ops -> outs
+  while_p(*cond_consts, *body_consts, *init, body_jaxpr, body_nconsts,
+          cond_jaxpr, cond_nconsts)
+      cond_jaxpr: (cond_consts, carry) -> bool[]; body_jaxpr: (body_consts, carry) -> carry
+  scan_p(*consts, *init, *xs, jaxpr, length, num_carry, num_consts, reverse, unroll)
+      jaxpr: (consts, carry, x) -> (carry, y); xs/ys carry the scan axis first
+
+Transformations rewrite the carried jaxprs (ad.jvp_jaxpr, partial_eval_jaxpr,
+backward_pass, a batch trace) and bind the same primitive again; reverse mode
+works through cond and scan (scan saves per-iteration residuals as stacked
+outputs of the known scan); through while_loop it is an error, as in JAX.
+"""
+from __future__ import annotations
+
+import numpy as np
+from jaxlib.mlir import ir
+from jaxlib.mlir.dialects import stablehlo as hlo
+
+from .. import core, dtypes
+from ..core import Array, ClosedJaxpr, Jaxpr, Primitive, ShapedArray, Tracer, Var, get_aval, set_trace
+from ..interpreters import ad, batching, lowering
+from ..interpreters import partial_eval as pe
+from ..interpreters.ad import UndefinedPrimal, Zero, is_undefined
+
+# --------------------------------------------------------------------------
+# jaxpr helpers
+
+
+def _split(xs, *sizes):
+    """Consecutive chunks of xs of the given sizes, plus the rest."""
+    out, i = [], 0
+    for s in sizes:
+        out.append(list(xs[i:i + s]))
+        i += s
+    out.append(list(xs[i:]))
+    return out
+
+
+def _same_type(a, b):
+    """Shape and dtype agree (weak_type is ignored, as JAX's typematch)."""
+    return tuple(a.shape) == tuple(b.shape) and np.dtype(a.dtype) == np.dtype(b.dtype)
+
+
+def _eval(closed, args):
+    return core.eval_jaxpr(closed.jaxpr, closed.consts, *args)
+
+
+def _with_vars(closed, invars=None, outvars=None):
+    j = closed.jaxpr
+    return ClosedJaxpr(Jaxpr(j.constvars, j.invars if invars is None else invars,
+                             j.outvars if outvars is None else outvars, j.eqns), closed.consts)
+
+
+def _permute_invars(closed, order):
+    return _with_vars(closed, invars=[closed.jaxpr.invars[k] for k in order])
+
+
+def _permute_outvars(closed, order):
+    return _with_vars(closed, outvars=[closed.jaxpr.outvars[k] for k in order])
+
+
+def _interleave(psizes, tsizes):
+    """Order turning (p1, p2, ..., t1, t2, ...) into (p1, t1, p2, t2, ...)."""
+    order, p, t = [], 0, sum(psizes)
+    for ps, ts in zip(psizes, tsizes):
+        order += range(p, p + ps)
+        order += range(t, t + ts)
+        p, t = p + ps, t + ts
+    return order
+
+
+def _dce(closed, used_outputs, keep_inputs=None):
+    """Drop unused outputs and dead equations. Inputs kept: exactly
+    `keep_inputs` if given (a superset of the used ones), else the used ones.
+    Returns (closed, used_inputs)."""
+    j, used_in = core.dce_jaxpr(closed.jaxpr, list(used_outputs))
+    keep = used_in if keep_inputs is None else [bool(k) for k in keep_inputs]
+    live = set(j.constvars)
+    consts = [c for v, c in zip(closed.jaxpr.constvars, closed.consts) if v in live]
+    invars = [v for v, k in zip(j.invars, keep) if k]
+    return ClosedJaxpr(Jaxpr(j.constvars, invars, j.outvars, j.eqns), consts), used_in
+
+
+def _is_float(aval):
+    return dtypes.is_float(np.dtype(aval.dtype))
+
+
+def _nonzero(t, x):
+    """A tangent worth carrying: not a symbolic zero, of a float operand."""
+    return type(t) is not Zero and _is_float(get_aval(x))
+
+
+def _np_value(v, dtype):
+    dtype = np.dtype(dtype)
+    if dtype == dtypes.float0:
+        return np.zeros(np.shape(v), dtypes.float0)
+    if type(v) is Array:
+        v = v.value
+    return np.asarray(v, dtype)
+
+
+def _stage(trace, prim, args, params):
+    """Stage the whole equation (all outputs unknown) in a partial trace."""
+    invars = [trace.getvar(a) for a in args]
+    out_avals = prim.abstract([v.aval for v in invars], params, args)
+    return trace.emit(prim, invars, out_avals, params)
+
+
+def _batch_jaxpr(closed, size, in_batched, instantiate):
+    """Batched version of a closed jaxpr: batched inputs/outputs carry the
+    batch axis first. Outputs are batched where the computation makes them so
+    or `instantiate` asks. Returns (closed, out_batched)."""
+    in_avals = [a.update(shape=(size,) + tuple(a.shape)) if b else a
+                for a, b in zip(closed.in_avals, in_batched)]
+    box = []
+
+    def fun(*args):
+        trace = batching.BatchTrace(core.current_trace(), size)
+        ins = [batching.BatchTracer(trace, a, 0) if b else a for a, b in zip(args, in_batched)]
+        try:
+            with set_trace(trace):
+                outs = _eval(closed, ins)
+            res, flags = [], []
+            for o, inst in zip(outs, instantiate):
+                v, d = trace.unpack(o)
+                with set_trace(trace.parent):
+                    if d is None:
+                        if inst:
+                            v = batching.broadcast(v, size, 0)
+                    else:
+                        v = batching.moveaxis(v, d, 0)
+                res.append(v)
+                flags.append(d is not None or bool(inst))
+        finally:
+            trace.finish()
+        box[:] = flags
+        return res
+
+    return core.trace_to_jaxpr(fun, in_avals), list(box)
+
+
+def _transpose_closed(closed, linear, ct_nonzero, want):
+    """Jaxpr (non-linear inputs..., nonzero output cts...) -> cts of the
+    inputs flagged in `want` (zeros instantiated)."""
+    in_avals, out_avals = closed.in_avals, closed.out_avals
+    nonlin_avals = [a for a, l in zip(in_avals, linear) if not l]
+    ct_avals = [a.tangent_aval() for a, nz in zip(out_avals, ct_nonzero) if nz]
+    n = len(nonlin_avals)
+
+    def fun(*args):
+        nl, cts = iter(args[:n]), iter(args[n:])
+        full = [UndefinedPrimal(a) if l else next(nl) for a, l in zip(in_avals, linear)]
+        full_cts = [next(cts) if nz else Zero(a.tangent_aval()) for a, nz in zip(out_avals, ct_nonzero)]
+        res = _backward(closed, full, full_cts)
+        return [_instantiate_ct(c, a) for c, a, w in zip(res, in_avals, want) if w]
+
+    return core.trace_to_jaxpr(fun, nonlin_avals + ct_avals)
+
+
+def _backward(closed, args, cts):
+    """Cotangents of all args (None for the defined ones): backward_pass_with_args
+    returns them for the UndefinedPrimal args only."""
+    lin = iter(ad.backward_pass_with_args(closed, args, cts))
+    return [next(lin) if is_undefined(a) else None for a in args]
+
+
+def _instantiate_ct(c, aval):
+    if type(c) is Zero:
+        return ad.zeros(aval.tangent_aval())
+    return c
+
+
+def _arg_value(a, prim):
+    t = type(a)
+    if t is Array:
+        return a.value
+    if t is np.ndarray:
+        return a
+    if isinstance(a, Tracer):
+        raise core.leaked_tracer_error(a, prim)
+    return np.asarray(a, get_aval(a).dtype)
+
+
+def _install_eager(prim, out_avals):
+    """Eager evaluation whose results get the weak types of the abstract
+    outputs (the default eager rule derives one weak flag from the inputs)."""
+    def eager(args, params):
+        vals = [_arg_value(a, prim) for a in args]
+        outs = prim.impl(*vals, **params)
+        return [Array(o, a.weak_type) for o, a in zip(outs, out_avals(params))]
+    prim.eager = eager
+
+
+def _fmt(avals):
+    return ", ".join(a.str_short() for a in avals)
+
+
+# --------------------------------------------------------------------------
+# cond
+
+
+def _cond_out_avals(params):
+    outs = [list(b.out_avals) for b in params["branches"]]
+    return [a.update(weak_type=all(o[i].weak_type for o in outs)) for i, a in enumerate(outs[0])]
+
+
+def _cond_impl(index, *ops, branches):
+    i = min(max(int(index), 0), len(branches) - 1)
+    br = branches[i]
+    return [_np_value(o, a.dtype) for o, a in zip(_eval(br, ops), br.out_avals)]
+
+
+def _cond_abstract(index, *ops, branches):
+    if not branches:
+        raise TypeError("cond needs at least one branch")
+    if index.shape != () or not dtypes.is_int(np.dtype(index.dtype)):
+        raise TypeError(f"the branch index must be an integer scalar, got {index.str_short()}")
+    outs0 = branches[0].out_avals
+    for k, b in enumerate(branches):
+        ins = b.in_avals
+        if len(ins) != len(ops) or not all(map(_same_type, ins, ops)):
+            raise TypeError(f"branch {k} takes ({_fmt(ins)}) but the operands are ({_fmt(ops)})")
+        outs = b.out_avals
+        if len(outs) != len(outs0) or not all(map(_same_type, outs, outs0)):
+            raise TypeError(f"branch {k} returns ({_fmt(outs)}) but branch 0 returns ({_fmt(outs0)})")
+    return _cond_out_avals(dict(branches=branches))
+
+
+def _cond_jvp(primals, tangents, branches):
+    index, *ops = primals
+    tops = tangents[1:]
+    nz = [_nonzero(t, x) for t, x in zip(tops, ops)]
+    nout = len(branches[0].out_avals)
+    first = [ad.jvp_jaxpr(b, nz, instantiate_out=False) for b in branches]
+    out_nz = [any(f[1][i] for f in first) for i in range(nout)]
+    jbranches = tuple(j if list(onz) == out_nz else ad.jvp_jaxpr(b, nz, instantiate_out=out_nz)[0]
+                      for b, (j, onz) in zip(branches, first))
+    tins = [t for t, n in zip(tops, nz) if n]
+    outs = cond_p.bind(index, *ops, *tins, branches=jbranches)
+    pouts, touts = outs[:nout], iter(outs[nout:])
+    return pouts, [next(touts) if n else Zero(get_aval(p).tangent_aval()) for n, p in zip(out_nz, pouts)]
+
+
+def _cond_partial_eval(trace, args, params):
+    """Known operands and index: the known halves of the branches run now,
+    each also returning its residuals (zeros in the other branches' residual
+    slots); the unknown halves are staged as a second cond. Residuals that
+    are known operands themselves are passed straight to the staged cond."""
+    branches = params["branches"]
+    index, *ops = args
+    if trace.is_own(index):
+        return _stage(trace, cond_p, args, params)
+    uk = [trace.is_own(a) for a in ops]
+    nout = len(branches[0].out_avals)
+    first = [pe.partial_eval_jaxpr(b, uk) for b in branches]
+    out_uk = [any(f[2][i] for f in first) for i in range(nout)]
+    splits = [f if list(f[2]) == out_uk else pe.partial_eval_jaxpr(b, uk, instantiate=out_uk)
+              for b, f in zip(branches, first)]
+    kargs = [a for a, u in zip(ops, uk) if not u]
+    known_in = [get_aval(a) for a in kargs]
+    n_known = nout - sum(out_uk)
+    if not any(out_uk):  # unknowns feed no output: run the known halves, no residuals
+        kbranches = tuple(_dce(kj, [True] * n_known + [False] * nres, [True] * len(known_in))[0]
+                          for kj, _, _, nres in splits)
+        with set_trace(trace.parent):
+            return cond_p.bind(index, *kargs, branches=kbranches) if n_known else []
+
+    # per branch: which residuals are known operands (forwarded), which are computed
+    fwd = []
+    for kj, _, _, nres in splits:
+        pos = {v: i for i, v in enumerate(kj.jaxpr.invars)}
+        outs = kj.jaxpr.outvars[len(kj.jaxpr.outvars) - nres:]
+        fwd.append([pos.get(v) if type(v) is Var else None for v in outs])
+    fwd_ops = sorted({k for f in fwd for k in f if k is not None})
+    res_avals = [[a for a, k in zip(uj.in_avals[:nres], f) if k is None]
+                 for (_, uj, _, nres), f in zip(splits, fwd)]
+
+    kbranches, ubranches = [], []
+    for b, ((kj, uj, _, nres), f) in enumerate(zip(splits, fwd)):
+        def known_fun(*ka, kj=kj, nres=nres, f=f, b=b):
+            outs = _eval(kj, ka)
+            kouts, res = outs[:len(outs) - nres], outs[len(outs) - nres:]
+            slots = []
+            for b2, avals in enumerate(res_avals):
+                slots += ([r for r, k in zip(res, f) if k is None] if b2 == b
+                          else [ad.zeros(a) for a in avals])
+            return kouts + slots
+        kbranches.append(core.trace_to_jaxpr(known_fun, known_in))
+        res_in, rest = uj.jaxpr.invars[:nres], uj.jaxpr.invars[nres:]
+        own_fwd = {k: v for v, k in zip(res_in, f) if k is not None}
+        new_invars = [own_fwd[k] if k in own_fwd else Var(known_in[k]) for k in fwd_ops]
+        for b2, avals in enumerate(res_avals):
+            new_invars += ([v for v, k in zip(res_in, f) if k is None] if b2 == b
+                           else [Var(a) for a in avals])
+        ubranches.append(_with_vars(uj, invars=new_invars + rest))
+
+    kouts = []
+    if n_known or sum(map(len, res_avals)):
+        with set_trace(trace.parent):
+            kouts = cond_p.bind(index, *kargs, branches=tuple(kbranches))
+    known_outs, res = kouts[:n_known], kouts[n_known:]
+    uparams = dict(params, branches=tuple(ubranches))
+    uargs = ([index] + [kargs[k] for k in fwd_ops] + list(res)
+             + [a for a, u in zip(ops, uk) if u])
+    uouts = trace.emit(cond_p, [trace.getvar(a) for a in uargs], _cond_out_avals(uparams), uparams)
+    ki, ui = iter(known_outs), iter(uouts)
+    return [next(ui) if u else next(ki) for u in out_uk]
+
+
+def _cond_transpose(cts, index, *ops, branches):
+    if is_undefined(index):
+        raise TypeError("cond is not linear in its branch index")
+    cts = list(cts)
+    ct_nz = [type(c) is not Zero for c in cts]
+    lin = [is_undefined(x) for x in ops]
+    want = [l and _is_float(x.aval) for x, l in zip(ops, lin)]
+    if not any(ct_nz) or not any(want):
+        return [None] * (1 + len(ops))
+    tbranches = tuple(_transpose_closed(b, lin, ct_nz, want) for b in branches)
+    nonlin = [x for x, l in zip(ops, lin) if not l]
+    outs = iter(cond_p.bind(index, *nonlin, *[c for c in cts if type(c) is not Zero],
+                            branches=tbranches))
+    return [None] + [next(outs) if w else None for w in want]
+
+
+def _cond_batch(args, dims, branches):
+    index, *ops = args
+    idim, *odims = dims
+    size = batching.axis_size_of(args, dims)
+    ops0 = [x if d is None else batching.moveaxis(x, d, 0) for x, d in zip(ops, odims)]
+    in_b = [d is not None for d in odims]
+    nout = len(branches[0].out_avals)
+    if idim is not None:
+        # a batched index: every branch runs on all lanes, then each lane
+        # selects its branch's result (as JAX, cond becomes select_n)
+        from .elementwise import convert, select_n_p
+        from .shapes import broadcast_in_dim_p
+        idx = convert(batching.moveaxis(index, idim, 0), dtypes.int32)
+        dims0 = [0 if b else None for b in in_b]
+        bouts = [batching.vmap_flat(lambda *xs, b=b: _eval(b, xs), ops0, dims0, [0] * nout, size)
+                 for b in branches]
+        outs = []
+        for j in range(nout):
+            cases = [bo[j] for bo in bouts]
+            shape = get_aval(cases[0]).shape
+            pred = idx if shape == (size,) else broadcast_in_dim_p.bind(
+                idx, shape=shape, broadcast_dimensions=(0,))
+            outs.append(select_n_p.bind(pred, *cases))
+        return outs, [0] * nout
+    first = [_batch_jaxpr(b, size, in_b, [False] * nout) for b in branches]
+    out_b = [any(f[1][j] for f in first) for j in range(nout)]
+    bbranches = tuple(f[0] if f[1] == out_b else _batch_jaxpr(b, size, in_b, out_b)[0]
+                      for b, f in zip(branches, first))
+    outs = cond_p.bind(index, *ops0, branches=bbranches)
+    return outs, [0 if b else None for b in out_b]
+
+
+def _cond_lower(ctx, index, *ops, branches):
+    if len(branches) == 1:
+        return ctx.lower_sub_jaxpr(branches[0], *ops)
+    ia = ctx.avals_in[0]
+    if np.dtype(ia.dtype) != np.int32:
+        index = lowering.convert(index, ia, ShapedArray((), np.dtype(np.int32)))
+    op = hlo.CaseOp([lowering.ir_type(a) for a in ctx.avals_out], index, len(branches))
+    for region, b in zip(op.branches, branches):
+        ctx.lower_region(region, b, captured=ops)
+    return list(op.results)
+
+
+def _cond_dce(eqn, used_outputs):
+    branches = eqn.params["branches"]
+    index, ops = eqn.invars[0], eqn.invars[1:]
+    used_in = [False] * len(ops)
+    for b in branches:
+        _, u = _dce(b, used_outputs)
+        used_in = [a or c for a, c in zip(used_in, u)]
+    new = tuple(_dce(b, used_outputs, keep_inputs=used_in)[0] for b in branches)
+    return eqn.replace(invars=[index] + [v for v, u in zip(ops, used_in) if u],
+                       outvars=[v for v, u in zip(eqn.outvars, used_outputs) if u],
+                       params=dict(eqn.params, branches=new))
+
+
+cond_p = Primitive("cond", impl=_cond_impl, abstract_eval=_cond_abstract, jvp=_cond_jvp,
+                   transpose=_cond_transpose, batch=_cond_batch, lower=_cond_lower,
+                   multiple_results=True, linear=True, partial_eval=_cond_partial_eval,
+                   dce=_cond_dce)
+_install_eager(cond_p, _cond_out_avals)
+
+
+# --------------------------------------------------------------------------
+# while
+
+
+def _while_out_avals(params):
+    return list(params["body_jaxpr"].out_avals)
+
+
+def _while_split(args, params):
+    return _split(args, params["cond_nconsts"], params["body_nconsts"])
+
+
+def _while_impl(*args, body_jaxpr, body_nconsts, cond_jaxpr, cond_nconsts):
+    cc, bc, carry = _split(args, cond_nconsts, body_nconsts)
+    out_avals = body_jaxpr.out_avals
+    while bool(_np_value(_eval(cond_jaxpr, cc + carry)[0], np.bool_)):
+        carry = [_np_value(o, a.dtype) for o, a in zip(_eval(body_jaxpr, bc + carry), out_avals)]
+    return [_np_value(c, a.dtype) for c, a in zip(carry, out_avals)]
+
+
+def _while_abstract(*avals, body_jaxpr, body_nconsts, cond_jaxpr, cond_nconsts):
+    cc, bc, carry = _split(avals, cond_nconsts, body_nconsts)
+    cin = cond_jaxpr.in_avals
+    if len(cin) != len(cc) + len(carry) or not all(map(_same_type, cin, cc + carry)):
+        raise TypeError(f"cond_jaxpr takes ({_fmt(cin)}) but gets ({_fmt(cc + carry)})")
+    cout = cond_jaxpr.out_avals
+    if len(cout) != 1 or cout[0].shape != () or np.dtype(cout[0].dtype) != np.bool_:
+        raise TypeError(f"cond_fun must return a boolean scalar, got ({_fmt(cout)})")
+    bin_ = body_jaxpr.in_avals
+    if len(bin_) != len(bc) + len(carry) or not all(map(_same_type, bin_, bc + carry)):
+        raise TypeError(f"body_jaxpr takes ({_fmt(bin_)}) but gets ({_fmt(bc + carry)})")
+    bout = body_jaxpr.out_avals
+    if len(bout) != len(carry) or not all(map(_same_type, bout, carry)):
+        raise TypeError(f"body_fun returns ({_fmt(bout)}) but the carry is ({_fmt(carry)})")
+    return list(bout)
+
+
+def _add_unused_invars(closed, avals):
+    return _with_vars(closed, invars=list(closed.jaxpr.invars) + [Var(a) for a in avals])
+
+
+def _while_jvp(primals, tangents, body_jaxpr, body_nconsts, cond_jaxpr, cond_nconsts):
+    cc, bc, init = _split(primals, cond_nconsts, body_nconsts)
+    _, bct, initt = _split(tangents, cond_nconsts, body_nconsts)
+    bc_nz = [_nonzero(t, x) for t, x in zip(bct, bc)]
+    carry_nz = [_nonzero(t, x) for t, x in zip(initt, init)]
+    if not any(bc_nz) and not any(carry_nz):
+        outs = while_p.bind(*primals, body_jaxpr=body_jaxpr, body_nconsts=body_nconsts,
+                            cond_jaxpr=cond_jaxpr, cond_nconsts=cond_nconsts)
+        return outs, [Zero(get_aval(o).tangent_aval()) for o in outs]
+    # fixed point: a carry has a nonzero tangent if it starts with one or
+    # the body gives it one
+    while True:
+        jb, out_nz = ad.jvp_jaxpr(body_jaxpr, bc_nz + carry_nz, instantiate_out=carry_nz)
+        new = [a or b for a, b in zip(carry_nz, out_nz)]
+        if new == carry_nz:
+            break
+        carry_nz = new
+    nb, nk = len(bc), len(init)
+    nbt, nkt = sum(bc_nz), sum(carry_nz)
+    # jvp jaxpr: (bc, carry, bct, carryt) -> (carry, carryt); while wants consts first
+    jb = _permute_invars(jb, _interleave([nb, nk], [nbt, nkt]))
+    carry_t_avals = [get_aval(x).tangent_aval() for x, n in zip(init, carry_nz) if n]
+    cj = _add_unused_invars(cond_jaxpr, carry_t_avals)
+    tinit = [ad.zeros(get_aval(x).tangent_aval()) if type(t) is Zero else t
+             for t, x, n in zip(initt, init, carry_nz) if n]
+    outs = while_p.bind(*cc, *bc, *[t for t, n in zip(bct, bc_nz) if n], *init, *tinit,
+                        body_jaxpr=jb, body_nconsts=nb + nbt, cond_jaxpr=cj,
+                        cond_nconsts=cond_nconsts)
+    pouts, touts = outs[:nk], iter(outs[nk:])
+    return pouts, [next(touts) if n else Zero(get_aval(p).tangent_aval())
+                   for n, p in zip(carry_nz, pouts)]
+
+
+def _while_partial_eval(trace, args, params):
+    """Carries that depend only on known values run now in a known loop; the
+    whole loop is staged again for the unknown carries (it recomputes the
+    known ones, as JAX). Its transpose is an error (see _while_transpose)."""
+    cj, bj = params["cond_jaxpr"], params["body_jaxpr"]
+    cc, bc, init = _while_split(args, params)
+    cc_uk = [trace.is_own(a) for a in cc]
+    bc_uk = [trace.is_own(a) for a in bc]
+    carry_uk = [trace.is_own(a) for a in init]
+    while True:
+        _, _, out_uk, _ = pe.partial_eval_jaxpr(bj, bc_uk + carry_uk)
+        new = [a or b for a, b in zip(carry_uk, out_uk)]
+        if new == carry_uk:
+            break
+        carry_uk = new
+    ck, _, pred_uk, _ = pe.partial_eval_jaxpr(cj, cc_uk + carry_uk)
+    if pred_uk[0] or all(carry_uk):
+        return _stage(trace, while_p, args, params)
+    ck, _ = _dce(ck, [True] + [False] * (len(ck.out_avals) - 1), [True] * len(ck.in_avals))
+    bk = pe.partial_eval_jaxpr(bj, bc_uk + carry_uk, instantiate=carry_uk)[0]
+    nk_known = len(carry_uk) - sum(carry_uk)
+    bk, _ = _dce(bk, [True] * nk_known + [False] * (len(bk.out_avals) - nk_known),
+                 [True] * len(bk.in_avals))
+    kcc = [a for a, u in zip(cc, cc_uk) if not u]
+    kbc = [a for a, u in zip(bc, bc_uk) if not u]
+    kinit = [a for a, u in zip(init, carry_uk) if not u]
+    with set_trace(trace.parent):
+        kouts = while_p.bind(*kcc, *kbc, *kinit, body_jaxpr=bk, body_nconsts=len(kbc),
+                             cond_jaxpr=ck, cond_nconsts=len(kcc))
+    if not any(carry_uk):
+        return kouts
+    uouts = _stage(trace, while_p, args, params)
+    ki = iter(kouts)
+    return [uo if u else next(ki) for uo, u in zip(uouts, carry_uk)]
+
+
+def _while_transpose(cts, *args, **params):
+    raise core.TracegradError(
+        "Reverse-mode differentiation does not work for lax.while_loop or lax.fori_loop "
+        "with dynamic start/stop values (the number of iterations is not known when the "
+        "program is traced, so the residuals of each iteration cannot be saved).\n"
+        "  Try lax.scan, or lax.fori_loop with static (Python int) start/stop values; "
+        "forward mode (jvp, jacfwd) does work through while_loop.\n"
+        f"  at {core.user_frame()}")
+
+
+def _while_batch(args, dims, body_jaxpr, body_nconsts, cond_jaxpr, cond_nconsts):
+    size = batching.axis_size_of(args, dims)
+    cc, bc, init = _split(args, cond_nconsts, body_nconsts)
+    ccd, bcd, initd = _split(dims, cond_nconsts, body_nconsts)
+    cc_b = [d is not None for d in ccd]
+    bc_b = [d is not None for d in bcd]
+    carry_b = [d is not None for d in initd]
+    n = len(init)
+    while True:
+        _, out_b = _batch_jaxpr(body_jaxpr, size, bc_b + carry_b, [False] * n)
+        new = [a or b for a, b in zip(carry_b, out_b)]
+        if new == carry_b:
+            break
+        carry_b = new
+    pred_b = _batch_jaxpr(cond_jaxpr, size, cc_b + carry_b, [False])[1][0]
+    to0 = lambda x, d: x if d is None else batching.moveaxis(x, d, 0)
+    cc0 = [to0(x, d) for x, d in zip(cc, ccd)]
+    bc0 = [to0(x, d) for x, d in zip(bc, bcd)]
+    if pred_b:
+        carry_b = [True] * n  # lanes finish at different times: all carries per lane
+    init0 = [batching.bdim_at_front(x, d, size) if b else x for x, d, b in zip(init, initd, carry_b)]
+    cjb, _ = _batch_jaxpr(cond_jaxpr, size, cc_b + carry_b, [pred_b])
+    bjb, _ = _batch_jaxpr(body_jaxpr, size, bc_b + carry_b, carry_b)
+    if not pred_b:
+        outs = while_p.bind(*cc0, *bc0, *init0, body_jaxpr=bjb, body_nconsts=len(bc0),
+                            cond_jaxpr=cjb, cond_nconsts=len(cc0))
+        return outs, [0 if b else None for b in carry_b]
+    # batched predicate: loop while any lane runs; finished lanes keep their carry
+    ncc, nbc = len(cc0), len(bc0)
+    cc_avals = [get_aval(x) for x in cc0]
+    bc_avals = [get_aval(x) for x in bc0]
+    carry_avals = [get_aval(x) for x in init0]
+
+    def new_cond(*a):
+        return [_any(_eval(cjb, a)[0])]
+
+    def new_body(*a):
+        ccv, bcv, carry = _split(a, ncc, nbc)
+        pred = _eval(cjb, ccv + carry)[0]
+        new = _eval(bjb, bcv + carry)
+        return [_select_lanes(pred, nw, old) for nw, old in zip(new, carry)]
+
+    cj2 = core.trace_to_jaxpr(new_cond, cc_avals + carry_avals)
+    bj2 = core.trace_to_jaxpr(new_body, cc_avals + bc_avals + carry_avals)
+    outs = while_p.bind(*cc0, *cc0, *bc0, *init0, body_jaxpr=bj2, body_nconsts=ncc + nbc,
+                        cond_jaxpr=cj2, cond_nconsts=ncc)
+    return outs, [0] * n
+
+
+def _any(pred):
+    """any() of a boolean vector, from primitives we have."""
+    from .elementwise import convert, gt_p
+    from .reductions import reduce_sum_p
+    s = reduce_sum_p.bind(convert(pred, dtypes.int32), axes=(0,))
+    return gt_p.bind(s, np.int32(0))
+
+
+def _select_lanes(pred, new, old):
+    from .elementwise import select_n_p
+    from .shapes import broadcast_in_dim_p
+    shape = get_aval(new).shape
+    if shape != get_aval(pred).shape:
+        pred = broadcast_in_dim_p.bind(pred, shape=shape, broadcast_dimensions=(0,))
+    return select_n_p.bind(pred, old, new)
+
+
+def _while_lower(ctx, *args, body_jaxpr, body_nconsts, cond_jaxpr, cond_nconsts):
+    cc, bc, init = _split(args, cond_nconsts, body_nconsts)
+    carry_avals = ctx.avals_in[cond_nconsts + body_nconsts:]
+    op = hlo.WhileOp([lowering.ir_type(a) for a in carry_avals], list(init))
+    ctx.lower_region(op.cond, cond_jaxpr, captured=cc, arg_avals=carry_avals)
+    ctx.lower_region(op.body, body_jaxpr, captured=bc, arg_avals=carry_avals)
+    return list(op.results)
+
+
+def _while_dce(eqn, used_outputs):
+    p = eqn.params
+    cj, bj, ncc, nbc = p["cond_jaxpr"], p["body_jaxpr"], p["cond_nconsts"], p["body_nconsts"]
+    cc, bc, init = _split(eqn.invars, ncc, nbc)
+    _, cond_used = _dce(cj, [True])
+    cc_used, cond_carry_used = cond_used[:ncc], cond_used[ncc:]
+    used = [a or b for a, b in zip(used_outputs, cond_carry_used)]
+    while True:
+        _, body_used = _dce(bj, used)
+        new = [a or b for a, b in zip(used, body_used[nbc:])]
+        if new == used:
+            break
+        used = new
+    bc_used = body_used[:nbc]
+    new_bj, _ = _dce(bj, used, keep_inputs=bc_used + used)
+    new_cj, _ = _dce(cj, [True], keep_inputs=cc_used + used)
+    invars = ([v for v, u in zip(cc, cc_used) if u] + [v for v, u in zip(bc, bc_used) if u]
+              + [v for v, u in zip(init, used) if u])
+    params = dict(p, body_jaxpr=new_bj, body_nconsts=sum(bc_used), cond_jaxpr=new_cj,
+                  cond_nconsts=sum(cc_used))
+    return eqn.replace(invars=invars, outvars=[v for v, u in zip(eqn.outvars, used) if u],
+                       params=params)
+
+
+while_p = Primitive("while", impl=_while_impl, abstract_eval=_while_abstract, jvp=_while_jvp,
+                    transpose=_while_transpose, batch=_while_batch, lower=_while_lower,
+                    multiple_results=True, partial_eval=_while_partial_eval, dce=_while_dce,
+                    not_linear_reason="reverse-mode differentiation of a loop with a dynamic "
+                                      "trip count; use lax.scan or fori_loop with static bounds")
+_install_eager(while_p, _while_out_avals)
+
+
+# --------------------------------------------------------------------------
+# scan
+
+
+def _scan_out_avals(params):
+    j, nk, length = params["jaxpr"], params["num_carry"], params["length"]
+    outs = j.out_avals
+    return list(outs[:nk]) + [a.update(shape=(length,) + tuple(a.shape)) for a in outs[nk:]]
+
+
+def _scan_impl(*args, jaxpr, length, num_carry, num_consts, reverse, unroll):
+    consts, carry, xs = _split(args, num_consts, num_carry)
+    out_avals = jaxpr.out_avals
+    carry_avals, y_avals = out_avals[:num_carry], out_avals[num_carry:]
+    ys = [np.zeros((length,) + tuple(a.shape), a.dtype) for a in y_avals]
+    for k in range(length):
+        i = length - 1 - k if reverse else k
+        outs = _eval(jaxpr, consts + carry + [x[i] for x in xs])
+        carry = [_np_value(o, a.dtype) for o, a in zip(outs[:num_carry], carry_avals)]
+        for y, o, a in zip(ys, outs[num_carry:], y_avals):
+            if np.dtype(a.dtype) != dtypes.float0:
+                y[i] = _np_value(o, a.dtype)
+    return [_np_value(c, a.dtype) for c, a in zip(carry, carry_avals)] + ys
+
+
+def _scan_abstract(*avals, jaxpr, length, num_carry, num_consts, reverse, unroll):
+    consts, carry, xs = _split(avals, num_consts, num_carry)
+    for x in xs:
+        if x.ndim == 0 or x.shape[0] != length:
+            raise TypeError(f"scanned-over operand {x.str_short()} must have leading axis of "
+                            f"length {length}")
+    x_avals = [x.update(shape=tuple(x.shape[1:])) for x in xs]
+    ins = jaxpr.in_avals
+    expect = consts + carry + x_avals
+    if len(ins) != len(expect) or not all(map(_same_type, ins, expect)):
+        raise TypeError(f"the body takes ({_fmt(ins)}) but gets ({_fmt(expect)})")
+    couts = jaxpr.out_avals[:num_carry]
+    if len(couts) != len(carry) or not all(map(_same_type, couts, carry)):
+        raise TypeError(f"the body returns carry ({_fmt(couts)}) but the carry is ({_fmt(carry)})")
+    return _scan_out_avals(dict(jaxpr=jaxpr, num_carry=num_carry, length=length))
+
+
+def _scan_jvp(primals, tangents, jaxpr, length, num_carry, num_consts, reverse, unroll):
+    params = dict(jaxpr=jaxpr, length=length, num_carry=num_carry, num_consts=num_consts,
+                  reverse=reverse, unroll=unroll)
+    consts, init, xs = _split(primals, num_consts, num_carry)
+    ct, it, xt = _split(tangents, num_consts, num_carry)
+    const_nz = [_nonzero(t, x) for t, x in zip(ct, consts)]
+    carry_nz = [_nonzero(t, x) for t, x in zip(it, init)]
+    xs_nz = [_nonzero(t, x) for t, x in zip(xt, xs)]
+    ny = len(jaxpr.out_avals) - num_carry
+    if not any(const_nz + carry_nz + xs_nz):
+        outs = scan_p.bind(*primals, **params)
+        return outs, [Zero(get_aval(o).tangent_aval()) for o in outs]
+    while True:
+        jj, out_nz = ad.jvp_jaxpr(jaxpr, const_nz + carry_nz + xs_nz,
+                                  instantiate_out=carry_nz + [False] * ny)
+        new = [a or b for a, b in zip(carry_nz, out_nz[:num_carry])]
+        if new == carry_nz:
+            break
+        carry_nz = new
+    ys_nz = list(out_nz[num_carry:])
+    nc, nk, nx = len(consts), len(init), len(xs)
+    nct, nkt, nxt, nyt = sum(const_nz), sum(carry_nz), sum(xs_nz), sum(ys_nz)
+    # (consts, carry, xs, ct, kt, xt) -> (consts, ct, carry, kt, xs, xt);
+    # outputs (carry, ys, kt, yt) -> (carry, kt, ys, yt)
+    jj = _permute_invars(jj, _interleave([nc, nk, nx], [nct, nkt, nxt]))
+    jj = _permute_outvars(jj, _interleave([nk, ny], [nkt, nyt]))
+    tinit = [ad.zeros(get_aval(x).tangent_aval()) if type(t) is Zero else t
+             for t, x, n in zip(it, init, carry_nz) if n]
+    outs = scan_p.bind(*consts, *[t for t, n in zip(ct, const_nz) if n],
+                       *init, *tinit, *xs, *[t for t, n in zip(xt, xs_nz) if n],
+                       **dict(params, jaxpr=jj, num_carry=nk + nkt, num_consts=nc + nct))
+    carry, carry_t, ys, ys_t = _split(outs, nk, nkt, ny)
+    kt, yt = iter(carry_t), iter(ys_t)
+    tout = ([next(kt) if n else Zero(get_aval(p).tangent_aval()) for n, p in zip(carry_nz, carry)]
+            + [next(yt) if n else Zero(get_aval(p).tangent_aval()) for n, p in zip(ys_nz, ys)])
+    return carry + ys, tout
+
+
+def _variant_vars(jaxpr, variant_invars):
+    """Vars of a jaxpr that depend on the given invars (per-iteration values)."""
+    var = set(v for v, f in zip(jaxpr.invars, variant_invars) if f)
+    for eqn in jaxpr.eqns:
+        if any(type(v) is Var and v in var for v in eqn.invars):
+            var.update(eqn.outvars)
+    return var
+
+
+def _scan_partial_eval(trace, args, params):
+    """The known part of the body runs now as a scan that also returns the
+    residuals the unknown part needs: per-iteration ones stacked as extra ys;
+    loop-invariant ones (consts, values computed from consts only) once,
+    outside the loop; known xs forwarded. The unknown part is staged as a
+    scan reading those residuals."""
+    jaxpr, nc, nk = params["jaxpr"], params["num_consts"], params["num_carry"]
+    length = params["length"]
+    consts, init, xs = _split(args, nc, nk)
+    const_uk = [trace.is_own(a) for a in consts]
+    carry_uk = [trace.is_own(a) for a in init]
+    xs_uk = [trace.is_own(a) for a in xs]
+    ny = len(jaxpr.out_avals) - nk
+    while True:
+        split = pe.partial_eval_jaxpr(jaxpr, const_uk + carry_uk + xs_uk,
+                                      instantiate=carry_uk + [False] * ny)
+        new = [a or b for a, b in zip(carry_uk, split[2][:nk])]
+        if new == carry_uk:
+            break
+        carry_uk = new
+    known_j, unknown_j, out_uk, num_res = split
+    ys_uk = list(out_uk[nk:])
+    if all(const_uk + carry_uk + xs_uk):
+        return _stage(trace, scan_p, args, params)
+    if not any(out_uk):  # unknowns feed no output: the known scan is all there is
+        body_k, _ = _dce(known_j, [True] * (len(known_j.out_avals) - num_res) + [False] * num_res,
+                         [True] * len(known_j.in_avals))
+        kargs = ([a for a, u in zip(consts, const_uk) if not u] + list(init)
+                 + [a for a, u in zip(xs, xs_uk) if not u])
+        with set_trace(trace.parent):
+            return scan_p.bind(*kargs, **dict(params, jaxpr=body_k, num_consts=nc - sum(const_uk)))
+
+    kj = known_j.jaxpr
+    kc = [a for a, u in zip(consts, const_uk) if not u]
+    kinit = [a for a, u in zip(init, carry_uk) if not u]
+    kxs = [a for a, u in zip(xs, xs_uk) if not u]
+    nkc, nkk = len(kc), len(kinit)
+    n_kout = len(kj.outvars) - num_res
+    res_vars = kj.outvars[n_kout:]
+    variant = _variant_vars(kj, [False] * nkc + [True] * (len(kj.invars) - nkc))
+    const_pos = {v: i for i, v in enumerate(kj.invars[:nkc])}
+    xs_pos = {v: i for i, v in enumerate(kj.invars[nkc + nkk:])}
+    # residual kinds: ("const", i) known const operand; ("xs", i) known xs
+    # operand; ("inv", None) loop-invariant, computed once; ("stack", None)
+    kinds = []
+    for r in res_vars:
+        if type(r) is Var and r in const_pos:
+            kinds.append(("const", const_pos[r]))
+        elif type(r) is Var and r in xs_pos:
+            kinds.append(("xs", xs_pos[r]))
+        elif type(r) is not Var or r not in variant:
+            kinds.append(("inv", None))
+        else:
+            kinds.append(("stack", None))
+
+    inv_vals = []
+    inv_outs = [r for r, (k, _) in zip(res_vars, kinds) if k == "inv"]
+    if inv_outs:
+        inv_j = _with_vars(known_j, outvars=inv_outs)
+        inv_j, _ = _dce(inv_j, [True] * len(inv_outs),
+                        [True] * nkc + [False] * (len(kj.invars) - nkc))
+        with set_trace(trace.parent):
+            inv_vals = list(_eval(inv_j, kc))
+    stack_outs = [r for r, (k, _) in zip(res_vars, kinds) if k == "stack"]
+    body_k = _with_vars(known_j, outvars=list(kj.outvars[:n_kout]) + stack_outs)
+    body_k, _ = _dce(body_k, [True] * len(body_k.jaxpr.outvars), [True] * len(kj.invars))
+
+    kparams = dict(params, jaxpr=body_k, num_consts=nkc, num_carry=nkk)
+    with set_trace(trace.parent):
+        kouts = scan_p.bind(*kc, *kinit, *kxs, **kparams)
+    kcarry, kys, stacked = _split(kouts, nkk, n_kout - nkk)
+
+    # the unknown body: invars (res..., uk consts, uk carry, uk xs) ->
+    # consts (invariant res..., uk consts), carry, xs (stacked res..., uk xs)
+    uinv = unknown_j.jaxpr.invars
+    res_in, uk_in = uinv[:num_res], uinv[num_res:]
+    nuc, nuk = sum(const_uk), sum(carry_uk)
+    uc_in, uk_carry_in, ux_in = _split(uk_in, nuc, nuk)
+    res_c_vars, res_c_vals, res_x_vars, res_x_vals = [], [], [], []
+    inv_it, stack_it = iter(inv_vals), iter(stacked)
+    for v, (k, i) in zip(res_in, kinds):
+        if k == "const":
+            res_c_vars.append(v)
+            res_c_vals.append(kc[i])
+        elif k == "inv":
+            res_c_vars.append(v)
+            res_c_vals.append(next(inv_it))
+        elif k == "xs":
+            res_x_vars.append(v)
+            res_x_vals.append(kxs[i])
+        else:
+            res_x_vars.append(v)
+            res_x_vals.append(next(stack_it))
+    body_u = _with_vars(unknown_j, invars=res_c_vars + uc_in + uk_carry_in + res_x_vars + ux_in)
+    uc = [a for a, u in zip(consts, const_uk) if u]
+    uinit = [a for a, u in zip(init, carry_uk) if u]
+    ux = [a for a, u in zip(xs, xs_uk) if u]
+    uparams = dict(params, jaxpr=body_u, num_consts=len(res_c_vars) + nuc, num_carry=nuk)
+    uargs = res_c_vals + uc + uinit + res_x_vals + ux
+    uouts = trace.emit(scan_p, [trace.getvar(a) for a in uargs], _scan_out_avals(uparams), uparams)
+    ucarry, uys = uouts[:nuk], uouts[nuk:]
+    kci, uci, kyi, uyi = iter(kcarry), iter(ucarry), iter(kys), iter(uys)
+    return ([next(uci) if u else next(kci) for u in carry_uk]
+            + [next(uyi) if u else next(kyi) for u in ys_uk])
+
+
+def _scan_transpose(cts, *args, jaxpr, length, num_carry, num_consts, reverse, unroll):
+    """A scan in the opposite direction over the transposed body: carries the
+    cotangents of the carry and accumulates those of the linear consts; the
+    cotangents of linear xs come out as its ys."""
+    params = dict(jaxpr=jaxpr, length=length, num_carry=num_carry, num_consts=num_consts,
+                  reverse=reverse, unroll=unroll)
+    consts, init, xs = _split(args, num_consts, num_carry)
+    ct_carry, ct_ys = _split(list(cts), num_carry)
+    c_lin = [is_undefined(c) for c in consts]
+    x_lin = [is_undefined(x) for x in xs]
+    in_avals = jaxpr.in_avals
+    c_avals, k_avals, x_avals = _split(in_avals, num_consts, num_carry)
+    # all carries are linear: a known init feeding a linear carry is a zero
+    c_want = [l and _is_float(a) for l, a in zip(c_lin, c_avals)]
+    x_want = [l and _is_float(a) for l, a in zip(x_lin, x_avals)]
+    y_nz = [type(c) is not Zero for c in ct_ys]
+    if not any(y_nz) and all(type(c) is Zero for c in ct_carry):
+        return [None] * len(args)
+    res_c = [c for c, l in zip(consts, c_lin) if not l]
+    res_x = [x for x, l in zip(xs, x_lin) if not l]
+    acc_avals = [a.tangent_aval() for a, w in zip(c_avals, c_want) if w]
+    kt_avals = [a.tangent_aval() for a in k_avals]
+    out_avals = jaxpr.out_avals
+    yt_avals = [a.tangent_aval() for a, nz in zip(out_avals[num_carry:], y_nz) if nz]
+    nrc, nacc, nkt, nrx = len(res_c), len(acc_avals), len(kt_avals), len(res_x)
+
+    def body_t(*a):
+        rc, acc, ctk, rx, cty = _split(a, nrc, nacc, nkt, nrx)
+        rci, rxi = iter(rc), iter(rx)
+        full = ([next(rci) if not l else UndefinedPrimal(av) for l, av in zip(c_lin, c_avals)]
+                + [UndefinedPrimal(av) for av in k_avals]
+                + [next(rxi) if not l else UndefinedPrimal(av) for l, av in zip(x_lin, x_avals)])
+        ctyi = iter(cty)
+        full_cts = list(ctk) + [next(ctyi) if nz else Zero(av.tangent_aval())
+                                for nz, av in zip(y_nz, out_avals[num_carry:])]
+        res = _backward(jaxpr, full, full_cts)
+        rc_ct, rk_ct, rx_ct = _split(res, num_consts, num_carry)
+        acci = iter(acc)
+        new_acc = [ad.add_tangents(next(acci), _instantiate_ct(c, av) if type(c) is Zero else c)
+                   for c, av, w in zip(rc_ct, c_avals, c_want) if w]
+        new_k = [_instantiate_ct(c, av) for c, av in zip(rk_ct, k_avals)]
+        new_x = [_instantiate_ct(c, av) for c, av, w in zip(rx_ct, x_avals, x_want) if w]
+        return new_acc + new_k + new_x
+
+    res_c_avals = [get_aval(c) for c in res_c]
+    res_x_avals = [get_aval(x).update(shape=tuple(get_aval(x).shape[1:])) for x in res_x]
+    jt = core.trace_to_jaxpr(body_t, res_c_avals + acc_avals + kt_avals + res_x_avals + yt_avals)
+    acc0 = [ad.zeros(a) for a in acc_avals]
+    ctk0 = [ad.zeros(a.tangent_aval()) if type(c) is Zero else c for c, a in zip(ct_carry, k_avals)]
+    outs = scan_p.bind(*res_c, *acc0, *ctk0, *res_x, *[c for c in ct_ys if type(c) is not Zero],
+                       **dict(params, jaxpr=jt, num_consts=nrc, num_carry=nacc + nkt,
+                              reverse=not reverse))
+    acc_out, k_out, x_out = _split(outs, nacc, nkt)
+    ai, xi = iter(acc_out), iter(x_out)
+    return ([next(ai) if w else None for w in c_want]
+            + [k if is_undefined(i) else None for k, i in zip(k_out, init)]
+            + [next(xi) if w else None for w in x_want])
+
+
+def _scan_batch(args, dims, jaxpr, length, num_carry, num_consts, reverse, unroll):
+    params = dict(jaxpr=jaxpr, length=length, num_carry=num_carry, num_consts=num_consts,
+                  reverse=reverse, unroll=unroll)
+    size = batching.axis_size_of(args, dims)
+    consts, init, xs = _split(args, num_consts, num_carry)
+    cd, kd, xd = _split(dims, num_consts, num_carry)
+    c_b = [d is not None for d in cd]
+    carry_b = [d is not None for d in kd]
+    x_b = [d is not None for d in xd]
+    ny = len(jaxpr.out_avals) - num_carry
+    while True:
+        bj, out_b = _batch_jaxpr(jaxpr, size, c_b + carry_b + x_b, carry_b + [False] * ny)
+        new = [a or b for a, b in zip(carry_b, out_b[:num_carry])]
+        if new == carry_b:
+            break
+        carry_b = new
+    consts0 = [x if d is None else batching.moveaxis(x, d, 0) for x, d in zip(consts, cd)]
+    init0 = [batching.bdim_at_front(x, d, size) if b else x for x, d, b in zip(init, kd, carry_b)]
+    # the scan axis stays first: batched xs carry their batch axis second
+    xs1 = [x if d is None else batching.moveaxis(x, d, 1) for x, d in zip(xs, xd)]
+    outs = scan_p.bind(*consts0, *init0, *xs1, **dict(params, jaxpr=bj))
+    return outs, [0 if b else None for b in carry_b] + [1 if b else None for b in out_b[num_carry:]]
+
+
+# ---- lowering: a while loop over the iteration index, slicing xs and
+# updating stacked ys in place
+
+
+def _i32(v):
+    return lowering.constant(np.asarray(v, np.int32))
+
+
+def _index_in_dim(x, aval, idx):
+    """x[idx] along the leading axis (idx: i32 scalar value)."""
+    zero = _i32(0)
+    sizes = [1] + list(aval.shape[1:])
+    sl = hlo.DynamicSliceOp(x, [idx] + [zero] * (len(aval.shape) - 1), sizes).result
+    return hlo.ReshapeOp(lowering.ir_type(aval.update(shape=tuple(aval.shape[1:]))), sl).result
+
+
+def _update_in_dim(buf, aval, y, idx):
+    """buf[idx] = y along the leading axis."""
+    zero = _i32(0)
+    y1 = hlo.ReshapeOp(lowering.ir_type(aval.update(shape=(1,) + tuple(aval.shape[1:]))), y).result
+    return hlo.DynamicUpdateSliceOp(buf, y1, [idx] + [zero] * (len(aval.shape) - 1)).result
+
+
+def _scan_lower(ctx, *args, jaxpr, length, num_carry, num_consts, reverse, unroll):
+    consts, init, xs = _split(args, num_consts, num_carry)
+    x_avals = ctx.avals_in[num_consts + num_carry:]
+    carry_avals = ctx.avals_out[:num_carry]
+    y_avals = ctx.avals_out[num_carry:]
+    ys0 = [lowering.constant(np.zeros((), a.dtype) if np.dtype(a.dtype) != dtypes.float0
+                             else np.zeros((), np.bool_), a) for a in y_avals]
+    if length == 0:
+        return list(init) + ys0
+    u = max(1, min(int(unroll), length)) if not isinstance(unroll, bool) else (length if unroll else 1)
+
+    def step(i, carry, ys):
+        """One iteration at step counter i (an i32 scalar value)."""
+        idx = hlo.SubtractOp(_i32(length - 1), i).result if reverse else i
+        xsl = [_index_in_dim(x, a, idx) for x, a in zip(xs, x_avals)]
+        outs = ctx.lower_sub_jaxpr(jaxpr, *consts, *carry, *xsl)
+        carry, y = outs[:num_carry], outs[num_carry:]
+        ys = [_update_in_dim(b, a, v, idx) for b, a, v in zip(ys, y_avals, y)]
+        return carry, ys
+
+    n_loop = (length // u) * u  # steps run inside the rolled loop
+    carry, ys = list(init), ys0
+    if n_loop // u > 1:
+        i32 = ShapedArray((), np.dtype(np.int32))
+        state_avals = [i32] + list(carry_avals) + list(y_avals)
+        types = [lowering.ir_type(a) for a in state_avals]
+        op = hlo.WhileOp(types, [_i32(0)] + carry + ys)
+        cblock = op.cond.blocks.append(*types)
+        with ir.InsertionPoint(cblock):
+            i = cblock.arguments[0]
+            hlo.ReturnOp([lowering.compare(i, _i32(n_loop), "LT", i32)])
+        bblock = op.body.blocks.append(*types)
+        with ir.InsertionPoint(bblock):
+            i, c, y = _split(list(bblock.arguments), 1, num_carry)
+            i = i[0]
+            for k in range(u):
+                ik = i if k == 0 else hlo.AddOp(i, _i32(k)).result
+                c, y = step(ik, c, y)
+            hlo.ReturnOp([hlo.AddOp(i, _i32(u)).result] + list(c) + list(y))
+        _, carry, ys = _split(list(op.results), 1, num_carry)
+        start = n_loop
+    else:
+        start = 0
+    for k in range(start, length):  # unrolled steps (full unroll or the remainder)
+        carry, ys = step(_i32(k), carry, ys)
+    return list(carry) + list(ys)
+
+
+def _scan_dce(eqn, used_outputs):
+    p = eqn.params
+    j, nc, nk = p["jaxpr"], p["num_consts"], p["num_carry"]
+    consts, init, xs = _split(eqn.invars, nc, nk)
+    used_carry, used_ys = list(used_outputs[:nk]), list(used_outputs[nk:])
+    while True:
+        _, used_in = _dce(j, used_carry + used_ys)
+        new = [a or b for a, b in zip(used_carry, used_in[nc:nc + nk])]
+        if new == used_carry:
+            break
+        used_carry = new
+    c_used, _, x_used = _split(used_in, nc, nk)
+    new_j, _ = _dce(j, used_carry + used_ys, keep_inputs=c_used + used_carry + x_used)
+    invars = ([v for v, u in zip(consts, c_used) if u] + [v for v, u in zip(init, used_carry) if u]
+              + [v for v, u in zip(xs, x_used) if u])
+    outvars = [v for v, u in zip(eqn.outvars, used_carry + used_ys) if u]
+    return eqn.replace(invars=invars, outvars=outvars,
+                       params=dict(p, jaxpr=new_j, num_consts=sum(c_used), num_carry=sum(used_carry)))
+
+
+scan_p = Primitive("scan", impl=_scan_impl, abstract_eval=_scan_abstract, jvp=_scan_jvp,
+                   transpose=_scan_transpose, batch=_scan_batch, lower=_scan_lower,
+                   multiple_results=True, linear=True, partial_eval=_scan_partial_eval,
+                   dce=_scan_dce)
+_install_eager(scan_p, _scan_out_avals)
