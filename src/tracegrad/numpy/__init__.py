@@ -16,6 +16,7 @@ from .shape import *  # noqa: F401,F403
 from .indexing import *  # noqa: F401,F403
 from .linalg import *  # noqa: F401,F403
 from . import _methods  # noqa: F401  (installs operators on Array and Tracer)
+from . import linalg_ns as linalg  # noqa: E402  (tnp.linalg: norm, det, solve, ...)
 
 float16, float32, float64 = _np.float16, _np.float32, _np.float64
 bfloat16 = _dtypes.bfloat16
