@@ -178,3 +178,20 @@ def test_every_elementwise_primitive_lowers():
     oracle.check_lowering(lambda a: tnp.left_shift(a, 2) + tnp.right_shift(a, 1), [i])
     oracle.check_lowering(lambda a: tnp.right_shift(a, 1), [i.astype(np.uint32)])
     oracle.check_lowering(lambda a: tnp.clip(a, 0.3, 0.6), [x])
+
+
+def test_complex_parts():
+    z = (np.linspace(-1, 1, 4) + 1j * np.linspace(2, 0, 4)).astype(np.complex128)
+    for name in ("real", "imag", "conj", "abs"):
+        f, g = getattr(tnp, name), getattr(jnp, name)
+        oracle.check_eval(f, g, z)
+        oracle.check_lowering(f, [z])
+    f = lambda a: tnp.real(a * tnp.conj(a)) + tnp.imag(a) ** 2
+    g = lambda a: jnp.real(a * jnp.conj(a)) + jnp.imag(a) ** 2
+    oracle.check_eval(f, g, z)
+    oracle.check_vjp(f, g, [z])
+    oracle.check_jvp(f, g, [z])
+    oracle.check_vmap(f, g, [np.stack([z, 2 * z])])
+    mk = lambda x, y: tnp.real(tnp.conj(tnp.asarray(x) + 1j * tnp.asarray(y)) * 3.0)
+    x = np.linspace(0, 1, 3)
+    oracle.check_vjp(mk, lambda x, y: jnp.real(jnp.conj(x + 1j * y) * 3.0), [x, x + 1])

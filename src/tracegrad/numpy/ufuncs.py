@@ -266,6 +266,9 @@ def absolute(x):
     dt, _ = dtype_weak(x)
     if dt.kind == "u" or dt == dtypes.bool_:
         return x
+    if dtypes.is_complex(dt):
+        re, im = ew.real_p.bind(x), ew.imag_p.bind(x)
+        return hypot(re, im)
     return ew.abs_p.bind(x)
 
 
@@ -341,8 +344,10 @@ def logaddexp(x, y):
     # where both are -inf/inf, delta is nan: return amax then (as jnp)
     from ..primitives.common import const_like
     isnan = not_equal(delta, delta)
-    safe = where(isnan, const_like(delta, 0), delta)
-    out = add(amax, log1p(exp(negative(absolute(safe)))))
+    # min - max (not -|x - y|): its derivative is 0 at ties, so the gradient
+    # there is max's 1/2 each, as jnp.logaddexp's custom jvp gives
+    gap = where(isnan, const_like(delta, 0), subtract(minimum(x, y), amax))
+    out = add(amax, log1p(exp(gap)))
     return where(isnan, add(x, y), out)
 
 
@@ -459,16 +464,25 @@ def clip(a, a_min=None, a_max=None, *, min=None, max=None):
 
 
 def conjugate(x):
-    return asarray_value(x)
+    x = asarray_value(x)
+    return ew.conj_p.bind(x) if dtypes.is_complex(dtype_weak(x)[0]) else x
 
 
 conj = conjugate
 
 
 def real(x):
-    return asarray_value(x)
+    x = asarray_value(x)
+    return ew.real_p.bind(x) if dtypes.is_complex(dtype_weak(x)[0]) else x
 
 
 def imag(x):
+    x = asarray_value(x)
+    if dtypes.is_complex(dtype_weak(x)[0]):
+        return ew.imag_p.bind(x)
     from .creation import zeros_like
     return zeros_like(x)
+
+
+def iscomplexobj(x):
+    return dtypes.is_complex(dtype_weak(asarray_value(x))[0])

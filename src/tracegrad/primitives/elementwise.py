@@ -198,7 +198,9 @@ add_any_p = _def("add_any", np.add, "linear", hlo.AddOp, linear=True,
 
 def _balanced_eq(x, z, y):
     """1 where x is the max/min (0.5 on ties), as JAX."""
-    one, half, zero = c(z, 1), c(z, 0.5), c(z, 0)
+    from . import shapes
+    a = get_aval(z)  # select_n's cases must have the predicate's shape when staged
+    one, half, zero = (shapes.full(a.shape, v, a.dtype) for v in (1, 0.5, 0))
     return select(eq_p.bind(x, z), zero, select(eq_p.bind(y, z), one, half))
 
 
@@ -738,3 +740,79 @@ def convert(x, dtype, weak_type=False):
     if a.dtype == dtype and a.weak_type == weak_type:
         return x
     return convert_element_type_p.bind(x, new_dtype=dtype, weak_type=weak_type)
+
+
+# ---- complex parts: real, imag, conj, complex(re, im)
+
+def _real_dtype(dt):
+    return np.dtype(np.float32) if dt == dtypes.complex64 else np.dtype(np.float64)
+
+
+def _complex_dtype(dt):
+    return dtypes.complex64 if dt == dtypes.float32 else dtypes.complex128
+
+
+def _part_abstract(name):
+    def rule(x):
+        if not dtypes.is_complex(x.dtype):
+            raise TypeError(f"{name} requires a complex operand, got {dtypes.short_name(x.dtype)}")
+        return ShapedArray(x.shape, _real_dtype(x.dtype), x.weak_type)
+    return rule
+
+
+def _to_complex(ct, x_aval, imag_part=False):
+    """Cotangent of a real part/imag part back to the complex operand."""
+    z = _zeros_like(ct)
+    re, im = (z, neg(ct)) if imag_part else (ct, z)
+    return complex_p.bind(re, im)
+
+
+real_p = Primitive("real", impl=np.real, abstract_eval=_part_abstract("real"), linear=True,
+                   transpose=lambda ct, x: [None if type(ct) is Zero else _to_complex(ct, x.aval)],
+                   lower=lowering.elementwise(hlo.RealOp))
+real_p.jvp = ad.linear_jvp(real_p)
+real_p.batch = elementwise_batch(real_p)
+imag_p = Primitive("imag", impl=np.imag, abstract_eval=_part_abstract("imag"), linear=True,
+                   transpose=lambda ct, x: [None if type(ct) is Zero else _to_complex(ct, x.aval, True)],
+                   lower=lowering.elementwise(hlo.ImagOp))
+imag_p.jvp = ad.linear_jvp(imag_p)
+imag_p.batch = elementwise_batch(imag_p)
+
+
+def _complex_abstract(x, y):
+    a = elementwise_aval("complex", [x, y])
+    if a.dtype not in (dtypes.float32, dtypes.float64):
+        raise TypeError(f"complex requires float32 or float64 parts, got {dtypes.short_name(a.dtype)}")
+    return a.update(dtype=_complex_dtype(a.dtype))
+
+
+def _complex_transpose(ct, x, y):
+    if type(ct) is Zero:
+        return [None, None]
+    # JAX's convention: the cotangent of (re, im) is (real(ct), -imag(ct))
+    return [unbroadcast(real_p.bind(ct), x.aval) if is_undefined(x) else None,
+            unbroadcast(neg(imag_p.bind(ct)), y.aval) if is_undefined(y) else None]
+
+
+complex_p = Primitive("complex", impl=lambda x, y: (x + 1j * y).astype(_complex_dtype(x.dtype)),
+                      abstract_eval=_complex_abstract, transpose=_complex_transpose, linear=True,
+                      lower=lowering.elementwise(hlo.ComplexOp))
+complex_p.jvp = ad.linear_jvp(complex_p)
+complex_p.batch = elementwise_batch(complex_p)
+
+
+def _conj_transpose(ct, x):
+    return [None if type(ct) is Zero else conj_p.bind(ct)]
+
+
+def _conj_lower(ctx, x):
+    re = lowering.result(hlo.RealOp(x))
+    im = lowering.result(hlo.NegOp(lowering.result(hlo.ImagOp(x))))
+    return [lowering.result(hlo.ComplexOp(re, im))]
+
+
+conj_p = Primitive("conj", impl=np.conjugate, linear=True, transpose=_conj_transpose,
+                   lower=_conj_lower)
+conj_p.abstract_eval = lambda x: elementwise_aval("conj", [x], kinds="f")
+conj_p.jvp = ad.linear_jvp(conj_p)
+conj_p.batch = elementwise_batch(conj_p)
