@@ -722,6 +722,10 @@ _jscaled.defvjp(lambda x: (x * 2.0, None), lambda res, g: (g * 3.0,))
 _inner_jit = tg.jit(lambda x: tnp.cos(x) * 2)
 _dn = (((1,), (0,)), ((), ()))  # matrix product dimension numbers
 
+def _cplx():
+    return (np.linspace(-1, 1, 6) + 1j * np.linspace(2, 0, 6)).astype(np.complex64).reshape(2, 3)
+
+
 PRIMITIVE_EXAMPLES = (
     [_unary_ex(n, d) for n, d in UNARY.items()]
     + [_binary_ex(n, f) for n, f in BINARY.items()]
@@ -807,6 +811,11 @@ PRIMITIVE_EXAMPLES = (
            lambda x, k: lax.conv_general_dilated(x, k, (1, 1), "SAME"),
            [_dom("any", (2, 3, 5, 5)), _dom("any", (4, 3, 3, 3), seed=1)],
            tol=dict(rtol=1e-4, atol=1e-4)),
+        Ex("real", lambda z: tnp.real(z * 2), lambda z: jnp.real(z * 2), [_cplx()]),
+        Ex("imag", lambda z: tnp.imag(z * 2), lambda z: jnp.imag(z * 2), [_cplx()]),
+        Ex("conj", lambda z: tnp.conj(z) * z, lambda z: jnp.conj(z) * z, [_cplx()]),
+        Ex("complex", lambda x, y: R["complex"].bind(x, y), lax.complex,
+           [_dom("any"), _dom("any", seed=1)]),
         Ex("cond", lambda p, x: tg.lax.cond(p, lambda v: tnp.sin(v), lambda v: v * 2, x),
            lambda p, x: lax.cond(p, jnp.sin, lambda v: v * 2, x), [np.bool_(False), _dom("any")]),
         Ex("while", lambda x: tg.lax.while_loop(lambda c: c[0] < 4, lambda c: (c[0] + 1, c[1] * 1.5 + c[0]),
