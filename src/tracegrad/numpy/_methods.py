@@ -37,7 +37,9 @@ def _install(cls):
         "clip": ufuncs.clip, "round": ufuncs.round,
     }
     # each tnp module may add its own methods in a METHODS dict
-    from . import indexing, linalg, shape
+    import sys
+    from . import indexing, linalg
+    shape = sys.modules[__package__ + ".shape"]  # the module: tnp.shape is the function
     for mod in (creation, reductions, ufuncs, shape, indexing, linalg):
         ops.update(getattr(mod, "METHODS", {}))
     for name, f in ops.items():

@@ -686,11 +686,11 @@ clamp_p.batch = _clamp_batch
 
 def _convert_impl(x, new_dtype, weak_type=False):
     if x.dtype == dtypes.bool_ or new_dtype.kind != "b":
+        if dtypes.is_complex(x.dtype) and not dtypes.is_complex(new_dtype):
+            x = x.real  # complex -> real keeps the real part (as lax)
         if dtypes.is_float(x.dtype) and new_dtype.kind in "iu":
             with np.errstate(invalid="ignore"):
                 return np.trunc(x).astype(new_dtype)
-        if dtypes.is_complex(x.dtype) and not dtypes.is_complex(new_dtype):
-            x = x.real
         return x.astype(new_dtype)
     return x != 0
 

@@ -1,5 +1,6 @@
-"""Shape primitives: broadcast_in_dim, reshape, transpose, squeeze (more in
-this family are added alongside: concatenate, pad, slices, iota, rev...)."""
+"""Shape primitives: broadcast_in_dim, reshape, transpose, squeeze,
+slice, pad, concatenate, rev, iota (lax semantics), and small helpers that
+bind them (`full`, `broadcast_to`, `reshape`, `static_slice`, `pad`, ...)."""
 from __future__ import annotations
 
 import numpy as np
@@ -150,6 +151,293 @@ squeeze_p = Primitive(
 squeeze_p.jvp = _shape_only(squeeze_p)
 
 
+# ---- slice(x, start_indices, limit_indices, strides): static strided slicing
+
+def _norm_strides(strides, nd):
+    return (1,) * nd if strides is None else tuple(strides)
+
+
+def _check(abstract, *vals, **params):
+    """Eager impls validate like abstract eval (numpy would clip or promote
+    silently); the TypeError is reworded by Primitive.eager."""
+    abstract(*[ShapedArray(np.shape(v), np.asarray(v).dtype) for v in vals], **params)
+
+
+def _slice_impl(x, start_indices, limit_indices, strides):
+    _check(_slice_abstract, x, start_indices=start_indices, limit_indices=limit_indices,
+           strides=strides)
+    if x.ndim == 0:
+        return x
+    st = _norm_strides(strides, x.ndim)
+    return x[tuple(slice(a, b, s) for a, b, s in zip(start_indices, limit_indices, st))]
+
+
+def _slice_abstract(x, start_indices, limit_indices, strides):
+    nd = x.ndim
+    st = _norm_strides(strides, nd)
+    if not (len(start_indices) == len(limit_indices) == len(st) == nd):
+        raise TypeError(f"start_indices {start_indices}, limit_indices {limit_indices} and "
+                        f"strides {strides} must each have one entry per axis of {x.str_short()}")
+    out = []
+    for i, (a, b, s, d) in enumerate(zip(start_indices, limit_indices, st, x.shape)):
+        if not 0 <= a <= b <= d:
+            raise TypeError(f"slice [{a}:{b}] of axis {i} (size {d}) of {x.str_short()} must "
+                            f"satisfy 0 <= start <= limit <= size")
+        if s < 1:
+            raise TypeError(f"slice strides must be positive, got {strides}")
+        out.append(-(-(b - a) // s))  # ceil((b - a) / s)
+    return ShapedArray(tuple(out), x.dtype, x.weak_type)
+
+
+def _slice_transpose(ct, x, start_indices, limit_indices, strides):
+    if type(ct) is Zero:
+        return [None]
+    shape = x.aval.shape
+    st = _norm_strides(strides, len(shape))
+    out_shape = get_aval(ct).shape
+    config = []
+    for a, s, d, n in zip(start_indices, st, shape, out_shape):
+        # the taken elements sit at a, a+s, ..., a+(n-1)s: interior padding
+        # of s-1 puts them back, edge padding fills the rest
+        last = a + (n - 1) * s + 1 if n else a
+        config.append((a, d - last, s - 1))
+    zero = np.zeros((), get_aval(ct).dtype)[()]  # a scalar: a jaxpr literal
+    return [pad_p.bind(ct, zero, padding_config=tuple(config))]
+
+
+def _slice_batch(args, dims, start_indices, limit_indices, strides):
+    (x,), (d,) = args, dims
+    size = get_aval(x).shape[d]
+    st = _norm_strides(strides, len(start_indices))
+    start = start_indices[:d] + (0,) + tuple(start_indices[d:])
+    limit = limit_indices[:d] + (size,) + tuple(limit_indices[d:])
+    st = st[:d] + (1,) + st[d:]
+    return slice_p.bind(x, start_indices=tuple(start), limit_indices=tuple(limit),
+                        strides=None if strides is None else tuple(st)), d
+
+
+def _slice_lower(ctx, x, start_indices, limit_indices, strides):
+    st = _norm_strides(strides, len(start_indices))
+    if not start_indices:
+        return [x]
+    return [lowering.result(hlo.SliceOp(x, list(start_indices), list(limit_indices), list(st)))]
+
+
+slice_p = Primitive("slice", impl=_slice_impl, abstract_eval=_slice_abstract,
+                    transpose=_slice_transpose, batch=_slice_batch, lower=_slice_lower,
+                    linear=True)
+slice_p.jvp = ad.linear_jvp(slice_p)
+
+
+# ---- pad(x, padding_value, padding_config): ((lo, hi, interior), ...) per
+# axis; negative lo/hi crop, interior puts `interior` values between elements
+
+def _pad_impl(x, padding_value, padding_config):
+    _check(_pad_abstract, x, padding_value, padding_config=padding_config)
+    if not padding_config:
+        return x
+    # first lay out with the non-negative parts of lo/hi, then crop
+    big = []
+    place = []
+    for n, (lo, hi, it) in zip(x.shape, padding_config):
+        inner = n + max(n - 1, 0) * it
+        big.append(max(lo, 0) + inner + max(hi, 0))
+        place.append(slice(max(lo, 0), max(lo, 0) + inner, it + 1))
+    out = np.full(big, padding_value, dtype=x.dtype)
+    out[tuple(place)] = x
+    crop = tuple(slice(max(-lo, 0), b - max(-hi, 0))
+                 for b, (lo, hi, _) in zip(big, padding_config))
+    return out[crop]
+
+
+def _pad_abstract(x, padding_value, padding_config):
+    if padding_value.shape != ():
+        raise TypeError(f"padding_value must be a scalar, got {padding_value.str_short()}")
+    if padding_value.dtype != x.dtype:
+        raise TypeError(f"padding_value dtype {dtypes.short_name(padding_value.dtype)} must "
+                        f"equal the operand's dtype {dtypes.short_name(x.dtype)}")
+    if len(padding_config) != x.ndim:
+        raise TypeError(f"padding_config {padding_config} must have one (lo, hi, interior) "
+                        f"triple per axis of {x.str_short()}")
+    out = []
+    for i, (n, cfg) in enumerate(zip(x.shape, padding_config)):
+        lo, hi, it = cfg
+        if it < 0:
+            raise TypeError(f"interior padding must be non-negative, got {padding_config}")
+        m = lo + hi + n + max(n - 1, 0) * it
+        if m < 0:
+            raise TypeError(f"padding_config {padding_config} gives a negative size {m} for "
+                            f"axis {i} of {x.str_short()}")
+        out.append(m)
+    return ShapedArray(tuple(out), x.dtype, x.weak_type and padding_value.weak_type)
+
+
+def _pad_transpose(ct, x, padding_value, padding_config):
+    if type(ct) is Zero:
+        return [None, None]
+    from .reductions import reduce_sum_p
+    ct_x = ct_pv = None
+    if ad.is_undefined(x) or ad.is_undefined(padding_value):
+        # undo the edge padding (negated: crop what was added, add back zeros
+        # where it cropped), then stride over the interior padding
+        zero = np.zeros((), get_aval(ct).dtype)[()]  # a scalar: a jaxpr literal
+        unpadded = pad_p.bind(ct, zero, padding_config=tuple((-lo, -hi, 0) for lo, hi, _ in padding_config))
+        shape = get_aval(unpadded).shape
+        ct_x = slice_p.bind(unpadded, start_indices=(0,) * len(shape), limit_indices=shape,
+                            strides=tuple(it + 1 for _, _, it in padding_config))
+    if ad.is_undefined(padding_value):
+        # the padding value's cotangent: the sum of ct over padded positions
+        nd = get_aval(ct).ndim
+        total = reduce_sum_p.bind(ct, axes=tuple(range(nd))) if nd else ct
+        inner = reduce_sum_p.bind(ct_x, axes=tuple(range(nd))) if nd else ct_x
+        from .elementwise import sub_p
+        ct_pv = sub_p.bind(total, inner)
+    return [ct_x if ad.is_undefined(x) else None, ct_pv]
+
+
+def _pad_batch(args, dims, padding_config):
+    (x, pv), (dx, dp) = args, dims
+    if dp is None:
+        x = batching.moveaxis(x, dx, 0)
+        return pad_p.bind(x, pv, padding_config=((0, 0, 0),) + tuple(padding_config)), 0
+    # a batched padding value: pad with zeros, then select it where a mask
+    # of "padded position" is set
+    size = get_aval(pv).shape[dp]
+    xa = get_aval(x)
+    x = batching.bdim_at_front(x, dx, size)
+    dt = xa.dtype
+    padded = pad_p.bind(x, np.zeros((), dt), padding_config=((0, 0, 0),) + tuple(padding_config))
+    out_shape = get_aval(padded).shape
+    ex_shape = get_aval(x).shape[1:]
+    mask = pad_p.bind(full(ex_shape, False, dtypes.bool_), np.asarray(True),
+                      padding_config=tuple(padding_config))
+    mask = broadcast_in_dim_p.bind(mask, shape=out_shape,
+                                   broadcast_dimensions=tuple(range(1, len(out_shape))))
+    pv_b = broadcast_in_dim_p.bind(pv, shape=out_shape, broadcast_dimensions=(0,))
+    from .elementwise import select_n_p
+    return select_n_p.bind(mask, padded, pv_b), 0
+
+
+def _pad_lower(ctx, x, pv, padding_config):
+    if not padding_config:
+        return [x]
+    lo, hi, it = zip(*padding_config)
+    return [lowering.result(hlo.PadOp(x, pv, list(lo), list(hi), list(it)))]
+
+
+pad_p = Primitive("pad", impl=_pad_impl, abstract_eval=_pad_abstract, transpose=_pad_transpose,
+                  batch=_pad_batch, lower=_pad_lower, linear=True)
+pad_p.jvp = ad.linear_jvp(pad_p)
+
+
+# ---- concatenate(*xs, dimension)
+
+def _concat_abstract(*xs, dimension):
+    if not xs:
+        raise TypeError("concatenate needs at least one operand")
+    x0 = xs[0]
+    if not 0 <= dimension < max(x0.ndim, 0) or x0.ndim == 0:
+        raise TypeError(f"concatenate dimension {dimension} is out of range for operands "
+                        f"{', '.join(x.str_short() for x in xs)}")
+    for x in xs:
+        if x.dtype != x0.dtype:
+            raise TypeError("concatenate operands must have equal dtypes, got "
+                            f"{', '.join(x.str_short() for x in xs)}")
+        if x.ndim != x0.ndim or any(a != b for i, (a, b) in enumerate(zip(x.shape, x0.shape))
+                                    if i != dimension):
+            raise TypeError(f"concatenate operands must have equal shapes except along "
+                            f"dimension {dimension}, got {', '.join(x.str_short() for x in xs)}")
+    shape = list(x0.shape)
+    shape[dimension] = sum(x.shape[dimension] for x in xs)
+    return ShapedArray(tuple(shape), x0.dtype, all(x.weak_type for x in xs))
+
+
+def _concat_transpose(ct, *xs, dimension):
+    if type(ct) is Zero:
+        return [None] * len(xs)
+    out = []
+    start = 0
+    for x in xs:
+        n = (x.aval if ad.is_undefined(x) else get_aval(x)).shape[dimension]
+        out.append(slice_in_dim(ct, start, start + n, 1, dimension) if ad.is_undefined(x) else None)
+        start += n
+    return out
+
+
+def _concat_batch(args, dims, dimension):
+    # every operand needs the batch axis (unbatched ones are broadcast)
+    xs, _ = batching.move_all_to_front(args, dims)
+    return concatenate_p.bind(*xs, dimension=dimension + 1), 0
+
+
+def _concat_lower(ctx, *xs, dimension):
+    return [lowering.result(hlo.ConcatenateOp(list(xs), dimension))]
+
+
+def _concat_impl(*xs, dimension):
+    _check(_concat_abstract, *xs, dimension=dimension)
+    return np.concatenate(xs, axis=dimension)
+
+
+concatenate_p = Primitive(
+    "concatenate", impl=_concat_impl,
+    abstract_eval=_concat_abstract, transpose=_concat_transpose, batch=_concat_batch,
+    lower=_concat_lower, linear=True)
+concatenate_p.jvp = ad.linear_jvp(concatenate_p)
+
+
+# ---- rev(x, dimensions): reverse the order of elements along axes
+
+def _rev_abstract(x, dimensions):
+    if len(set(dimensions)) != len(dimensions) or any(not 0 <= d < x.ndim for d in dimensions):
+        raise TypeError(f"rev dimensions {dimensions} must be distinct axes of {x.str_short()}")
+    return ShapedArray(x.shape, x.dtype, x.weak_type)
+
+
+def _rev_batch(args, dims, dimensions):
+    (x,), (d,) = args, dims
+    return rev_p.bind(x, dimensions=tuple(a + 1 if a >= d else a for a in dimensions)), d
+
+
+rev_p = Primitive(
+    "rev", impl=lambda x, dimensions: np.flip(x, dimensions) if dimensions else x,
+    abstract_eval=_rev_abstract,
+    transpose=lambda ct, x, dimensions: [None if type(ct) is Zero else rev_p.bind(ct, dimensions=dimensions)],
+    batch=_rev_batch,
+    lower=lambda ctx, x, dimensions: [lowering.result(hlo.ReverseOp(x, list(dimensions)))],
+    linear=True)
+rev_p.jvp = ad.linear_jvp(rev_p)
+
+
+# ---- iota(dtype, shape, dimension): 0, 1, 2, ... along `dimension`
+
+def _iota_impl(dtype, shape, dimension):
+    ramp = np.arange(shape[dimension], dtype=dtype)
+    return np.broadcast_to(ramp.reshape([-1 if i == dimension else 1 for i in range(len(shape))]),
+                           shape)
+
+
+def _iota_abstract(dtype, shape, dimension):
+    if not 0 <= dimension < len(shape):
+        raise TypeError(f"iota dimension {dimension} is out of range for shape {shape}")
+    if any(s < 0 for s in shape):
+        raise TypeError(f"negative dimension in iota shape {shape}")
+    if dtype == dtypes.bool_:
+        raise TypeError("iota does not accept dtype bool")
+    return ShapedArray(tuple(shape), dtype, False)
+
+
+iota_p = Primitive(
+    "iota", impl=_iota_impl, abstract_eval=_iota_abstract,
+    # no operands: nothing is ever batched or differentiated
+    batch=lambda args, dims, **params: (iota_p.bind(**params), None),
+    transpose=lambda ct, **params: [],
+    lower=lambda ctx, dtype, shape, dimension: [lowering.result(
+        hlo.IotaOp(lowering.ir_type(ctx.avals_out[0]), dimension))],
+    keeps_weak=False)
+iota_p.jvp = ad.zero_jvp(iota_p)
+
+
 # ---- helpers used across the package
 
 def full(shape, value, dtype):
@@ -179,3 +467,52 @@ def reshape(x, shape):
     if get_aval(x).shape == tuple(shape):
         return x
     return reshape_p.bind(x, new_sizes=tuple(shape))
+
+
+def static_slice(x, start_indices, limit_indices, strides=None):
+    """lax.slice: x[start:limit:stride] per axis (static ints)."""
+    if strides is not None and all(s == 1 for s in strides):
+        strides = None
+    if (strides is None and all(a == 0 for a in start_indices)
+            and tuple(limit_indices) == get_aval(x).shape):
+        return x
+    return slice_p.bind(x, start_indices=tuple(int(a) for a in start_indices),
+                        limit_indices=tuple(int(b) for b in limit_indices),
+                        strides=None if strides is None else tuple(int(s) for s in strides))
+
+
+def slice_in_dim(x, start, limit, stride=1, axis=0):
+    """x[start:limit:stride] along one axis (start/limit already in range)."""
+    shape = get_aval(x).shape
+    start_i = [0] * len(shape)
+    limit_i = list(shape)
+    strides = [1] * len(shape)
+    start_i[axis], limit_i[axis], strides[axis] = start, limit, stride
+    return static_slice(x, start_i, limit_i, strides)
+
+
+def pad(x, padding_value, padding_config):
+    """lax.pad with a scalar padding value of x's dtype."""
+    dt = get_aval(x).dtype
+    if not isinstance(padding_value, core.Tracer) and type(padding_value) is not core.Array:
+        padding_value = np.asarray(padding_value, dt)[()]
+    return pad_p.bind(x, padding_value, padding_config=tuple(tuple(int(v) for v in c)
+                                                             for c in padding_config))
+
+
+def concatenate(xs, dimension):
+    """lax.concatenate of equal-dtype operands."""
+    xs = list(xs)
+    if len(xs) == 1:
+        return xs[0]
+    return concatenate_p.bind(*xs, dimension=int(dimension))
+
+
+def rev(x, dimensions):
+    dimensions = tuple(int(d) for d in dimensions)
+    return rev_p.bind(x, dimensions=dimensions) if dimensions else x
+
+
+def iota(dtype, shape, dimension=0):
+    return iota_p.bind(dtype=np.dtype(dtype), shape=tuple(int(s) for s in shape),
+                       dimension=int(dimension))
