@@ -176,34 +176,59 @@ def jvp(f, primals, tangents, has_aux=False):
     return res
 
 
+def _like_input(c, x):
+    """An eager cotangent carries its input's weak type (as JAX's grad of a
+    Python float is weakly typed)."""
+    if type(c) is core.Array and is_array_like(x):
+        w = get_aval(x).weak_type
+        if c.weak != w:
+            return core.Array(c._v, w, c._buf)
+    return c
+
+
 def _materialize(t):
     if type(t) is ad.Zero:
         return ad.zeros(t.aval)
+    if isinstance(t, (np.ndarray, np.generic)):  # e.g. a cotangent that passed straight through
+        return core.Array(np.asarray(t))
     return t
 
 
-def linearize(f, *primals):
-    """(f(*primals), f_jvp) where f_jvp evaluates the staged linear map."""
+def linearize(f, *primals, has_aux=False):
+    """(f(*primals), f_jvp[, aux]) where f_jvp(*tangents) evaluates the staged
+    linear map (its jaxpr is `f_jvp.jaxpr`; the residuals are its consts)."""
     leaves, tree = flatten_args(primals, f)
     box = []
 
     def flat_fun(*flat):
         out = f(*tree_unflatten(tree, flat))
+        aux = None
+        if has_aux:
+            if not (isinstance(out, tuple) and len(out) == 2):
+                raise TypeError(f"{_short_name(f)} was transformed with has_aux=True, so it must "
+                                f"return a pair (output, aux); got {type(out).__name__}")
+            out, aux = out
         out_leaves, out_tree = tree_flatten(out)
-        box.append(out_tree)
-        return out_leaves
+        aux_leaves, aux_tree = tree_flatten(aux)
+        box.append((out_tree, len(out_leaves), aux_tree))
+        return out_leaves + aux_leaves
 
     pouts, lin = ad.linearize_flat(flat_fun, leaves, fn_name=fun_name(f))
-    out_tree = box[0]
+    out_tree, n, aux_tree = box[0]
 
     def f_jvp(*tangents):
-        t_leaves, t_tree = tree_flatten(tangents)
+        t_with_path, t_tree = tree_flatten_with_path(tangents)
         if t_tree != tree:
             raise TypeError(f"linearize: tangents must have the primals' structure {tree}, got {t_tree}")
-        return tree_unflatten(out_tree, lin(*t_leaves))
+        for p, (path, t) in zip(leaves, t_with_path):
+            _check_tangent(p, t, keystr(path))
+        return tree_unflatten(out_tree, [_materialize(t) for t in lin(*[t for _, t in t_with_path])[:n]])
 
     f_jvp.jaxpr = lin.closed_jaxpr
-    return tree_unflatten(out_tree, pouts), f_jvp
+    out = tree_unflatten(out_tree, pouts[:n])
+    if has_aux:
+        return out, f_jvp, tree_unflatten(aux_tree, pouts[n:])
+    return out, f_jvp
 
 
 # --------------------------------------------------------------------------
@@ -246,12 +271,20 @@ def vjp(f, *primals, has_aux=False):
                 raise TypeError(f"vjp: cotangent {keystr(path) or '(root)'} has shape {ca.shape}, "
                                 f"but the output has shape {a.shape}")
             if dtypes.is_float(a.dtype) and ca.dtype != a.dtype:
+                if not (ca.weak_type and is_array_like(c) and not isinstance(c, core.Tracer)
+                        and ca.shape == ()):
+                    raise ValueError(
+                        f"vjp: cotangent {keystr(path) or '(root)'} has type {ca.str_short()}, but "
+                        f"the corresponding output of {_short_name(f)} is {a.str_short()}; the "
+                        f"cotangent must have the output's shape and dtype")
                 from .primitives.elementwise import convert
-                c = convert(c, a.dtype)
+                c = convert(c, a.dtype)  # a Python scalar takes the output's dtype
+            if not dtypes.is_float(a.dtype):
+                c = ad.Zero(a.tangent_aval())  # integer outputs: float0 (or ignored) cotangents
             cts.append(c)
         cts += [ad.Zero(get_aval(p).tangent_aval()) if is_array_like(p) else None for p in pouts[n:]]
         in_cts = lin.transpose(cts)
-        in_cts = [_materialize(c) for c in in_cts]
+        in_cts = [_like_input(_materialize(c), x) for c, x in zip(in_cts, leaves)]
         return tree_unflatten(tree, in_cts)
 
     out = tree_unflatten(out_tree, pouts[:n])
@@ -260,21 +293,76 @@ def vjp(f, *primals, has_aux=False):
     return out, vjp_fun
 
 
-def _check_grad_inputs(f, leaves, tree, argnums):
+def _check_grad_inputs(f, leaves, tree, argnums, who="grad", allow_int=False, holomorphic=False):
+    """Differentiated inputs must be inexact (complex only when holomorphic,
+    for jacfwd); the error names the argument position and the leaf path."""
     for i, x in enumerate(leaves):
         a = get_aval(x)
-        if not dtypes.is_float(a.dtype):
-            raise TypeError(
-                f"grad({_short_name(f)}): differentiated argument (argnums={argnums}) must have "
-                f"a float dtype, but input leaf {i} has dtype {a.dtype} ({a.str_short()}). "
-                f"Convert it with .astype(float) or leave it out of argnums.")
+        ok = dtypes.is_float(a.dtype) or allow_int
+        hint = ("Convert it with .astype(float), leave it out of argnums, or pass allow_int=True "
+                "to get float0 zero gradients (vjp also accepts integer inputs).")
+        if holomorphic and not dtypes.is_complex(a.dtype):
+            what = "complex-valued inputs (input dtype that is a sub-dtype of np.complexfloating)"
+            ok, hint = False, "Convert it with .astype(complex)."
+        elif who == "jacfwd" and dtypes.is_complex(a.dtype) and not holomorphic:
+            what = "real-valued inputs (input dtype that is a sub-dtype of np.floating)"
+            ok, hint = False, "For holomorphic differentiation, pass holomorphic=True."
+        else:
+            what = "real- or complex-valued inputs (input dtype that is a sub-dtype of np.inexact)"
+        if not ok:
+            raise TypeError(f"{who}({_short_name(f)}) requires {what}, but "
+                            f"{_leaf_name(tree, i, argnums)} has type {a.str_short()}. {hint}")
 
 
-def value_and_grad(f, argnums=0, has_aux=False):
+def _leaf_name(tree, i, argnums):
+    """'argument 1 (argnums=(0, 1)) at [\'w\']' for leaf i of the differentiated args."""
+    dyn = tree_unflatten(tree, list(range(tree.num_leaves)))
+    nums = _argnums_tuple(argnums)
+    for n, arg in zip(nums, dyn):
+        for path, leaf in tree_flatten_with_path(arg)[0]:
+            if leaf == i:
+                where = f" at {keystr(path)}" if path else ""
+                return f"argument {n} (argnums={argnums}){where}"
+    return f"input leaf {i} (argnums={argnums})"
+
+
+def _check_grad_output(f, out, who, holomorphic):
+    """A scalar real output (complex when holomorphic), with JAX's messages."""
+    if not is_array_like(out) or get_aval(out).shape != ():
+        desc = get_aval(out).str_short() if is_array_like(out) else type(out).__name__
+        raise TypeError(
+            f"{who}({_short_name(f)}) requires a scalar (shape ()) output, got {desc}. "
+            f"For vector outputs use tracegrad.jacrev, or tracegrad.vjp with a cotangent "
+            f"(the PyTorch y.backward(v) equivalent).")
+    _check_output_dtype(f, get_aval(out), who, holomorphic)
+
+
+def _check_output_dtype(f, a, who, holomorphic):
+    if holomorphic:
+        if not dtypes.is_complex(a.dtype):
+            raise TypeError(f"{who}({_short_name(f)}) with holomorphic=True requires complex-valued "
+                            f"outputs, but got {a.str_short()}")
+        return
+    if dtypes.is_complex(a.dtype):
+        raise TypeError(f"{who}({_short_name(f)}) requires real-valued outputs (output dtype that "
+                        f"is a sub-dtype of np.floating), but got {a.str_short()}. For holomorphic "
+                        f"differentiation, pass holomorphic=True. For differentiation of "
+                        f"non-holomorphic functions involving complex outputs, use tracegrad.vjp "
+                        f"directly.")
+    if not dtypes.is_float(a.dtype):
+        raise TypeError(f"{who}({_short_name(f)}) requires real-valued outputs (output dtype that "
+                        f"is a sub-dtype of np.floating), but got {a.str_short()}. For "
+                        f"differentiation of functions with integer outputs, use tracegrad.vjp "
+                        f"directly.")
+
+
+def value_and_grad(f, argnums=0, has_aux=False, holomorphic=False, allow_int=False):
+    """(f(*args), grad f(*args)), as jax.value_and_grad. PyTorch mapping:
+    `loss = f(x); loss.backward(); x.grad` is `value_and_grad(f)(x)`."""
     @functools.wraps(f)
     def value_and_grad_f(*args, **kwargs):
         leaves, tree, call, nums = _dyn_args(f, args, kwargs, argnums)
-        _check_grad_inputs(f, leaves, tree, argnums)
+        _check_grad_inputs(f, leaves, tree, argnums, "grad", allow_int, holomorphic)
         box = []
 
         def flat_fun(*flat):
@@ -285,25 +373,17 @@ def value_and_grad(f, argnums=0, has_aux=False):
                     raise TypeError(f"{_short_name(f)} was transformed with has_aux=True, so it "
                                     f"must return a pair (output, aux)")
                 out, aux = out
-            if not is_array_like(out) or get_aval(out).shape != ():
-                desc = get_aval(out).str_short() if is_array_like(out) else type(out).__name__
-                raise TypeError(
-                    f"grad({_short_name(f)}) requires a scalar (shape ()) output, got {desc}. "
-                    f"For vector outputs use tracegrad.jacrev, or tracegrad.vjp with a cotangent "
-                    f"(the PyTorch y.backward(v) equivalent).")
-            if not dtypes.is_float(get_aval(out).dtype):
-                raise TypeError(f"grad({_short_name(f)}) requires a float output, got "
-                                f"{get_aval(out).str_short()}")
+            _check_grad_output(f, out, "grad", holomorphic)
             aux_leaves, aux_tree = tree_flatten(aux)
             box.append(aux_tree)
             return [out] + aux_leaves
 
         pouts, lin = ad.linearize_flat(flat_fun, leaves, fn_name=fun_name(f))
         out = pouts[0]
-        one = np.ones((), get_aval(out).dtype)[()]
+        one = np.ones((), get_aval(out).dtype)[()]  # (1+0j when holomorphic)
         cts = [one] + [ad.Zero(get_aval(p).tangent_aval()) if is_array_like(p) else None
                        for p in pouts[1:]]
-        g = [_materialize(c) for c in lin.transpose(cts)]
+        g = [_like_input(_materialize(c), x) for c, x in zip(lin.transpose(cts), leaves)]
         grads = _unflatten_dyn(tree, g, argnums)
         if has_aux:
             return (out, tree_unflatten(box[0], pouts[1:])), grads
@@ -312,9 +392,10 @@ def value_and_grad(f, argnums=0, has_aux=False):
     return value_and_grad_f
 
 
-def grad(f, argnums=0, has_aux=False):
-    """Gradient of a scalar function, as jax.grad."""
-    vg = value_and_grad(f, argnums, has_aux)
+def grad(f, argnums=0, has_aux=False, holomorphic=False, allow_int=False):
+    """Gradient of a scalar function, as jax.grad (argnums: an int or a tuple;
+    has_aux: f returns (output, aux) and grad returns (gradient, aux))."""
+    vg = value_and_grad(f, argnums, has_aux, holomorphic, allow_int)
 
     @functools.wraps(f)
     def grad_f(*args, **kwargs):
@@ -330,6 +411,14 @@ def grad(f, argnums=0, has_aux=False):
 # vmap
 
 
+def _check_axes_spec(spec, what):
+    """Leaves of an in_axes/out_axes spec must be ints or None (as JAX)."""
+    for leaf in tree_flatten(spec, is_leaf=lambda x: x is None)[0]:
+        if leaf is not None and (isinstance(leaf, bool) or not isinstance(leaf, (int, np.integer))):
+            raise TypeError(f"vmap {what} must be an int, None, or a (nested) tuple/list/dict "
+                            f"of those, but got {spec!r} (leaf {leaf!r})")
+
+
 def _broadcast_prefix(prefix, tree, what):
     """Per-leaf values of `prefix` (a pytree prefix of `tree`; None is a leaf)."""
     out = []
@@ -341,144 +430,182 @@ def _broadcast_prefix(prefix, tree, what):
         tree_map(f, prefix, tree, is_leaf=lambda x: x is None)
     except ValueError as e:
         raise ValueError(f"vmap {what} specification {prefix!r} must be a tree prefix of the "
-                         f"corresponding value: {e}") from None
+                         f"corresponding value {tree_flatten(tree)[1]}: {e}") from None
     res = []
     for ax, n in out:
-        if ax is not None and not isinstance(ax, (int, np.integer)):
-            raise TypeError(f"vmap {what} must be ints or None, got {ax!r}")
-        res += [ax] * n
+        res += [None if ax is None else int(ax)] * n
     return res
 
 
+def _arg_namer(f, args):
+    """path -> 'argument x[...]' using f's parameter names where possible (as JAX)."""
+    import inspect
+    try:
+        names = [p.name for p in inspect.signature(f).parameters.values()
+                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        names = []
+
+    def name(path):
+        # path[0] indexes (args, kwargs); path[1] the argument or keyword
+        if path[0].idx == 1:
+            return f"keyword argument {path[1].key!r}{keystr(path[2:])}"
+        i = path[1].idx
+        head = f"argument {names[i]}" if i < len(names) else f"args[{i}]"
+        return head + keystr(path[2:])
+    return name
+
+
 def vmap(f, in_axes=0, out_axes=0, axis_size=None):
-    """Vectorise f over an axis of its inputs, as jax.vmap."""
+    """Vectorise f over an axis of its inputs, as jax.vmap.
+
+    in_axes: an int, None, or a tuple (one entry per positional argument) of
+    pytree prefixes of ints/None; keyword arguments are always mapped over
+    axis 0 (as JAX). out_axes: int, None, or a pytree prefix of the output;
+    None is allowed only for outputs that do not depend on the mapped axis.
+    axis_size: needed when no argument is mapped."""
     if isinstance(in_axes, list):
-        in_axes = tuple(in_axes)
+        in_axes = tuple(in_axes)  # as JAX: a list is read as the per-argument tuple
+    if not (in_axes is None or isinstance(in_axes, (int, np.integer, tuple))) or isinstance(in_axes, bool):
+        raise TypeError("vmap in_axes must be an int, None, or a tuple of entries corresponding "
+                        f"to the positional arguments passed to the function, but got {in_axes!r}")
+    _check_axes_spec(in_axes, "in_axes")
+    _check_axes_spec(out_axes, "out_axes")
+    if axis_size is not None and (isinstance(axis_size, bool) or not isinstance(axis_size, (int, np.integer))
+                                  or axis_size < 0):
+        raise TypeError(f"vmap axis_size must be a non-negative int, got {axis_size!r}")
 
     @functools.wraps(f)
     def vmapped(*args, **kwargs):
-        with_path, in_tree = tree_flatten_with_path(args)
-        check_leaves(with_path, f)
-        leaves = [x for _, x in with_path]
-        axes_prefix = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
         if isinstance(in_axes, tuple) and len(in_axes) != len(args):
             raise ValueError(f"vmap({_short_name(f)}): in_axes has {len(in_axes)} entries but the "
-                             f"function was called with {len(args)} positional arguments")
-        dims = _broadcast_prefix(tuple(axes_prefix), args, "in_axes")
-        norm = []
-        sizes = []
+                             f"function was called with {len(args)} positional arguments "
+                             f"(in_axes must be an int, None, or a tuple with one entry per "
+                             f"positional argument)")
+        with_path, in_tree = tree_flatten_with_path((args, kwargs))
+        check_leaves([(p[1:], x) for p, x in with_path], f)
+        leaves = [x for _, x in with_path]
+        dims = _broadcast_prefix((in_axes, 0), (args, kwargs), "in_axes")
+        name = _arg_namer(f, args)
+        norm, mapped = [], []
         for (path, x), d in zip(with_path, dims):
             if d is None:
                 norm.append(None)
                 continue
-            nd = get_aval(x).ndim
-            if not -nd <= d < nd:
-                raise ValueError(f"vmap({_short_name(f)}): in_axes {d} is out of range for argument "
-                                 f"{keystr(path)} of shape {get_aval(x).shape}")
-            d = d % nd
+            a = get_aval(x)
+            if not -a.ndim <= d < a.ndim:
+                raise ValueError(
+                    f"vmap({_short_name(f)}) was requested to map {name(path)} along axis {d}, "
+                    f"which implies that its rank should be at least {d + 1 if d >= 0 else -d}, "
+                    f"but it is {a.str_short()} (rank {a.ndim})")
+            d = d % a.ndim
             norm.append(d)
-            sizes.append((keystr(path), d, get_aval(x).shape[d]))
-        size = axis_size
-        if sizes:
-            distinct = {s for _, _, s in sizes}
-            if len(distinct) > 1 or (axis_size is not None and axis_size not in distinct):
-                lines = "\n".join(f"  argument {p or '(root)'}: axis {d} has size {s}" for p, d, s in sizes)
-                raise ValueError(f"vmap({_short_name(f)}) got inconsistent sizes for the mapped "
-                                 f"axis:\n{lines}")
-            size = sizes[0][2]
-        elif size is None:
-            raise ValueError(f"vmap({_short_name(f)}) needs axis_size when no argument is mapped "
-                             f"(all in_axes are None)")
+            mapped.append((name(path), a, d, a.shape[d]))
+        distinct = {s for _, _, _, s in mapped}
+        if axis_size is not None:
+            distinct.add(int(axis_size))
+        if len(distinct) > 1:
+            lines = [f"  * {n} of type {a.str_short()}: axis {d} has size {s}" for n, a, d, s in mapped]
+            if axis_size is not None:
+                lines.append(f"  * the axis_size argument was {axis_size}")
+            raise ValueError(f"vmap({_short_name(f)}) got inconsistent sizes for array axes to be "
+                             f"mapped:\n" + "\n".join(lines))
+        if not distinct:
+            raise ValueError(f"vmap({_short_name(f)}) must have at least one non-None value in "
+                             f"in_axes, or axis_size must be specified")
+        size = distinct.pop()
         box = []
 
         def flat_fun(*flat):
-            out = f(*tree_unflatten(in_tree, flat), **kwargs)
-            out_leaves, out_tree = tree_flatten(out)
-            box.append((out, out_tree))
-            return out_leaves
+            a, kw = tree_unflatten(in_tree, flat)
+            out = f(*a, **kw)
+            out_with_path, out_tree = tree_flatten_with_path(out)
+            check_leaves(out_with_path, f, "output")
+            box.append((out, out_tree, [p for p, _ in out_with_path]))
+            return [x for _, x in out_with_path]
 
-        # out_axes are resolved once the output structure is known
-        res = batching.vmap_flat(flat_fun, leaves, norm, _LazyOutDims(box, out_axes), size,
-                                 fn_name=fun_name(f))
-        out, out_tree = box[0]
-        return tree_unflatten(out_tree, res)
+        def out_dims():
+            out, _, _ = box[0]
+            return _broadcast_prefix(out_axes, out, "out_axes")
+
+        def out_name(i):
+            return f"output {keystr(box[0][2][i]) or '(root)'}"
+
+        res = batching.vmap_flat(flat_fun, leaves, norm, out_dims, size,
+                                 fn_name=fun_name(f), out_name=out_name)
+        return tree_unflatten(box[0][1], res)
 
     return vmapped
 
 
-class _LazyOutDims:
-    """out_axes resolved against the output structure once it is known."""
-
-    def __init__(self, box, out_axes):
-        self.box, self.out_axes = box, out_axes
-
-    def __iter__(self):
-        out, _ = self.box[0]
-        return iter(_broadcast_prefix(self.out_axes, out, "out_axes"))
-
-
 # --------------------------------------------------------------------------
 # Jacobians
+#
+# One vmap per differentiated leaf (jacfwd: per input leaf, the other leaves'
+# tangents are symbolic zeros; jacrev: per output leaf, over one
+# linearization). The batched work is the same as with one concatenated
+# basis, but nothing has to be sliced apart afterwards and zero blocks are
+# never computed.
 
 
-def _std_basis(leaves):
-    """Identity basis over all input elements: one (N, *shape) array per leaf."""
-    sizes = [int(np.prod(get_aval(x).shape, dtype=np.int64)) for x in leaves]
-    n = sum(sizes)
-    outs, start = [], 0
-    for x, s in zip(leaves, sizes):
-        a = get_aval(x)
-        eye = np.zeros((n, s), dtype=a.dtype)
-        eye[np.arange(start, start + s), np.arange(s)] = 1
-        outs.append(eye.reshape((n,) + a.shape))
-        start += s
-    return outs, sizes, n
+def _eye_basis(x):
+    """The standard basis of x's tangent space: (size, *shape), x's dtype."""
+    a = get_aval(x)
+    dt = dtypes.tangent_dtype(a.dtype)
+    n = a.size
+    return np.eye(n, dtype=dt).reshape((n,) + a.shape), n
 
 
-def _split_jac(flat_out, out_aval_shape, in_leaves, sizes, axis_first):
-    """(N, *out) or (*out, N) -> per-input (*out, *in)."""
-    from . import numpy as tnp
-    res, start = [], 0
-    for x, s in zip(in_leaves, sizes):
-        if axis_first:
-            piece = flat_out[start:start + s]
-            piece = tnp.moveaxis(piece, 0, -1)
-        else:
-            piece = flat_out[..., start:start + s]
-        res.append(tnp.reshape(piece, tuple(out_aval_shape) + get_aval(x).shape))
-        start += s
-    return res
-
-
-def jacfwd(f, argnums=0, has_aux=False):
-    """Jacobian by forward mode: vmap of jvp over the input basis."""
+def jacfwd(f, argnums=0, has_aux=False, holomorphic=False, allow_int=False):
+    """Jacobian by forward mode: vmap of jvp over the input basis.
+    Result: for each output leaf, the argnums structure of (*out, *in) arrays."""
     @functools.wraps(f)
     def jacfun(*args, **kwargs):
+        from .primitives import shapes
         leaves, tree, call, nums = _dyn_args(f, args, kwargs, argnums)
-        _check_grad_inputs(f, leaves, tree, argnums)
+        _check_grad_inputs(f, leaves, tree, argnums, "jacfwd", allow_int, holomorphic)
         box = []
 
         def flat_fun(*flat):
             out = call(*flat)
             aux = None
             if has_aux:
+                if not (isinstance(out, tuple) and len(out) == 2):
+                    raise TypeError(f"{_short_name(f)} was transformed with has_aux=True, so it "
+                                    f"must return a pair (output, aux)")
                 out, aux = out
             ol, ot = tree_flatten(out)
-            box.append((ot, len(ol), tree_flatten(aux)))
-            return ol + tree_flatten(aux)[0]
+            al, at = tree_flatten(aux)
+            box[:] = [(ot, len(ol), len(al), at)]
+            return ol + al
 
-        basis, sizes, n = _std_basis(leaves)
+        pouts, per_leaf = None, []
+        for j, x in enumerate(leaves):
+            basis, n = _eye_basis(x)
 
-        def push(*ts):
-            pouts, touts = ad.jvp_flat(flat_fun, leaves, list(ts))
-            return pouts + [_materialize(t) for t in touts]
+            def push(t, j=j):
+                ts = [t if i == j else ad.Zero(get_aval(l).tangent_aval()) for i, l in enumerate(leaves)]
+                po, to = ad.jvp_flat(flat_fun, leaves, ts)
+                # integer outputs: zeros of the output's dtype (as JAX), not float0
+                return po + [_materialize(t) if dtypes.is_float(get_aval(p).dtype) else
+                             ad.zeros(get_aval(p).strip_weak()) for t, p in zip(to[:box[0][1]], po)]
 
-        res = batching.vmap_flat(push, basis, [0] * len(basis), _OutDimsJacfwd(box), n)
-        out_tree, n_out, (aux_leaves, aux_tree) = box[0]
-        k = len(res) // 2
-        pouts, touts = res[:k], res[k:]
-        jac_leaves = [_unflatten_dyn(tree, _split_jac(t, get_aval(p).shape, leaves, sizes, False), argnums)
-                      for p, t in zip(pouts[:n_out], touts[:n_out])]
+            def out_dims():
+                # primal outputs and aux do not depend on the tangents (unbatched);
+                # the basis axis of the output tangents goes last
+                _, n_out, n_aux, _ = box[0]
+                return [None] * (n_out + n_aux) + [-1] * n_out
+
+            res = batching.vmap_flat(push, [basis], [0], out_dims, n)
+            n_out = box[0][1]
+            pouts, touts = res[:len(res) - n_out], res[len(res) - n_out:]
+            per_leaf.append([shapes.reshape(t, get_aval(p).shape + get_aval(x).shape)
+                             for t, p in zip(touts, pouts)])
+        if not leaves:  # nothing to differentiate: still run f for the structure
+            pouts = flat_fun()
+        out_tree, n_out, _, aux_tree = box[0]
+        jac_leaves = [_unflatten_dyn(tree, [per_leaf[j][i] for j in range(len(leaves))], argnums)
+                      for i in range(n_out)]
         jac = tree_unflatten(out_tree, jac_leaves)
         if has_aux:
             return jac, tree_unflatten(aux_tree, pouts[n_out:])
@@ -487,30 +614,23 @@ def jacfwd(f, argnums=0, has_aux=False):
     return jacfun
 
 
-class _OutDimsJacfwd:
-    def __init__(self, box):
-        self.box = box
-
-    def __iter__(self):
-        _, n_out, (aux_leaves, _) = self.box[0]
-        k = n_out + len(aux_leaves)
-        # primal outputs are unbatched (None); tangents carry the basis axis last
-        return iter([None] * k + [-1] * k)
-
-
-def jacrev(f, argnums=0, has_aux=False):
-    """Jacobian by reverse mode: linearize once, vmap the transpose over the
-    output basis."""
+def jacrev(f, argnums=0, has_aux=False, holomorphic=False, allow_int=False):
+    """Jacobian by reverse mode: linearize once, vmap the transpose over each
+    output leaf's basis. Same result structure as jacfwd."""
     @functools.wraps(f)
     def jacfun(*args, **kwargs):
+        from .primitives import shapes
         leaves, tree, call, nums = _dyn_args(f, args, kwargs, argnums)
-        _check_grad_inputs(f, leaves, tree, argnums)
+        _check_grad_inputs(f, leaves, tree, argnums, "jacrev", allow_int, holomorphic)
         box = []
 
         def flat_fun(*flat):
             out = call(*flat)
             aux = None
             if has_aux:
+                if not (isinstance(out, tuple) and len(out) == 2):
+                    raise TypeError(f"{_short_name(f)} was transformed with has_aux=True, so it "
+                                    f"must return a pair (output, aux)")
                 out, aux = out
             ol, ot = tree_flatten(out)
             al, at = tree_flatten(aux)
@@ -520,23 +640,23 @@ def jacrev(f, argnums=0, has_aux=False):
         pouts, lin = ad.linearize_flat(flat_fun, leaves, fn_name=fun_name(f))
         out_tree, n_out, aux_tree = box[0]
         outs = pouts[:n_out]
-        basis, sizes, m = _std_basis(outs)
-        extra = [ad.Zero(get_aval(p).tangent_aval()) if is_array_like(p) else None for p in pouts[n_out:]]
-
-        def pull(*cts):
-            return [_materialize(c) for c in lin.transpose(list(cts) + extra)]
-
-        cts_in = batching.vmap_flat(pull, basis, [0] * len(basis), [0] * len(leaves), m)
-        # cts_in[j]: (M, *in_j); split M over outputs
-        from . import numpy as tnp
+        for o in outs:
+            _check_output_dtype(f, get_aval(o), "jacrev", holomorphic)
+        zero_cts = [ad.Zero(get_aval(p).tangent_aval()) if is_array_like(p) else None for p in pouts]
         per_out = []
-        start = 0
-        for o, s in zip(outs, sizes):
-            oshape = get_aval(o).shape
-            per_in = [tnp.reshape(c[start:start + s], oshape + get_aval(x).shape)
+        for i, o in enumerate(outs):
+            basis, m = _eye_basis(o)
+
+            def pull(ct, i=i):
+                cts = list(zero_cts)
+                cts[i] = ct
+                return [_materialize(c) for c in lin.transpose(cts)]
+
+            cts_in = batching.vmap_flat(pull, [basis], [0], [0] * len(leaves), m)
+            # cts_in[j]: (m, *in_j) -> (*out_i, *in_j)
+            per_in = [shapes.reshape(c, get_aval(o).shape + get_aval(x).shape)
                       for c, x in zip(cts_in, leaves)]
             per_out.append(_unflatten_dyn(tree, per_in, argnums))
-            start += s
         jac = tree_unflatten(out_tree, per_out)
         if has_aux:
             return jac, tree_unflatten(aux_tree, pouts[n_out:])
@@ -545,5 +665,6 @@ def jacrev(f, argnums=0, has_aux=False):
     return jacfun
 
 
-def hessian(f, argnums=0, has_aux=False):
-    return jacfwd(jacrev(f, argnums, has_aux), argnums, has_aux)
+def hessian(f, argnums=0, has_aux=False, holomorphic=False):
+    """Second derivatives: jacfwd(jacrev(f)), as jax.hessian."""
+    return jacfwd(jacrev(f, argnums, has_aux, holomorphic), argnums, has_aux, holomorphic)
