@@ -122,7 +122,8 @@ def chain_run(rows, quick):
 
 
 def _mlp_params(rng, sizes):
-    return [(rng.standard_normal((m, n)).astype(np.float32) / np.sqrt(m),
+    # scale before casting: a float32 array / np.float64 scalar is float64 in NumPy 2
+    return [((rng.standard_normal((m, n)) / np.sqrt(m)).astype(np.float32),
              np.zeros(n, np.float32)) for m, n in zip(sizes[:-1], sizes[1:])]
 
 
