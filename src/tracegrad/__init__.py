@@ -14,5 +14,7 @@ from .jit import jit, devices, device_put, JitCompileError, JitRuntimeError  # n
 from .custom_derivatives import custom_jvp, custom_vjp, stop_gradient  # noqa: F401
 from .checkpoint import checkpoint, checkpoint_policies, remat  # noqa: F401
 from . import lax  # noqa: F401
+from .jacobian import jacobian, jacobian_explain, JacobianChoice  # noqa: F401,E402
+from . import nn, optim  # noqa: F401
 
 __version__ = "0.1.0"

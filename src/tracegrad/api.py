@@ -161,6 +161,9 @@ def jvp(f, primals, tangents, has_aux=False):
         out = f(*tree_unflatten(p_tree, flat))
         aux = None
         if has_aux:
+            if not (isinstance(out, tuple) and len(out) == 2):
+                raise TypeError(f"{_short_name(f)} was transformed with has_aux=True, so it must "
+                                f"return a pair (output, aux); got {type(out).__name__}")
             out, aux = out
         leaves, tree = tree_flatten(out)
         aux_leaves, aux_tree = tree_flatten(aux)

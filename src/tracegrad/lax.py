@@ -428,3 +428,15 @@ from .primitives.conv import (  # noqa: E402,F401
 
 __all__ += ["dot_general", "ConvDimensionNumbers", "conv", "conv_dimension_numbers",
             "conv_general_dilated", "conv_with_general_padding", "padtype_to_pads"]
+
+# gather/scatter and dynamic slices (primitives/indexing.py)
+from .primitives.indexing import (  # noqa: E402,F401
+    GatherDimensionNumbers, ScatterDimensionNumbers, dynamic_index_in_dim, dynamic_slice,
+    dynamic_slice_in_dim, dynamic_update_index_in_dim, dynamic_update_slice,
+    dynamic_update_slice_in_dim, gather, scatter, scatter_add, scatter_max, scatter_min,
+    scatter_mul)
+
+__all__ += ["GatherDimensionNumbers", "ScatterDimensionNumbers", "dynamic_index_in_dim",
+            "dynamic_slice", "dynamic_slice_in_dim", "dynamic_update_index_in_dim",
+            "dynamic_update_slice", "dynamic_update_slice_in_dim", "gather", "scatter",
+            "scatter_add", "scatter_max", "scatter_min", "scatter_mul"]
