@@ -578,14 +578,21 @@ def eval_jaxpr(jaxpr: Jaxpr, consts, *args):
     for v, x in zip(jaxpr.invars, args):
         env[v] = x
     for eqn in jaxpr.eqns:
-        invals = [x.val if type(x) is Literal else env[x] for x in eqn.invars]
+        invals = [_literal_value(x) if type(x) is Literal else env[x] for x in eqn.invars]
         outs = eqn.primitive.bind(*invals, **eqn.params)
         if eqn.primitive.multiple_results:
             for v, o in zip(eqn.outvars, outs):
                 env[v] = o
         else:
             env[eqn.outvars[0]] = outs
-    return [x.val if type(x) is Literal else env[x] for x in jaxpr.outvars]
+    return [_literal_value(x) if type(x) is Literal else env[x] for x in jaxpr.outvars]
+
+
+def _literal_value(lit):
+    """A literal as a value: weak literals stay weak (a 0-d weak Array)."""
+    if lit.aval.weak_type:
+        return Array(np.asarray(lit.val), True)
+    return lit.val
 
 
 def jaxpr_as_fun(closed):
