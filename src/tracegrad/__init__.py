@@ -18,3 +18,4 @@ from .jacobian import jacobian, jacobian_explain, JacobianChoice  # noqa: F401,E
 from . import nn, optim  # noqa: F401
 
 __version__ = "0.1.0"
+from . import random, scipy  # noqa: F401,E402
