@@ -141,6 +141,28 @@ def _check_tangent(p, t, path):
                         f"(expected {dtypes.short_name(want)}[{','.join(map(str, pa.shape))}])")
 
 
+def split_aux(f, out, has_aux):
+    """(output, aux) of a function transformed with has_aux (aux None otherwise)."""
+    if not has_aux:
+        return out, None
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise TypeError(f"{_short_name(f)} was transformed with has_aux=True, so it must "
+                        f"return a pair (output, aux); got {type(out).__name__}")
+    return out
+
+
+def flat_fun_with_aux(f, in_tree, has_aux, box):
+    """f on flat leaves -> output leaves + aux leaves; records
+    (out_tree, number of output leaves, aux_tree) in `box`."""
+    def flat_fun(*flat):
+        out, aux = split_aux(f, f(*tree_unflatten(in_tree, flat)), has_aux)
+        out_leaves, out_tree = tree_flatten(out)
+        aux_leaves, aux_tree = tree_flatten(aux)
+        box.append((out_tree, len(out_leaves), aux_tree))
+        return out_leaves + aux_leaves
+    return flat_fun
+
+
 def jvp(f, primals, tangents, has_aux=False):
     """(f(*primals), df(primals) . tangents), as jax.jvp."""
     if not isinstance(primals, (tuple, list)) or not isinstance(tangents, (tuple, list)):
@@ -156,20 +178,7 @@ def jvp(f, primals, tangents, has_aux=False):
         _check_tangent(p, t, keystr(path))
         t_leaves.append(ad.Zero(get_aval(p).tangent_aval()) if not dtypes.is_float(get_aval(p).dtype) else t)
     box = []
-
-    def flat_fun(*flat):
-        out = f(*tree_unflatten(p_tree, flat))
-        aux = None
-        if has_aux:
-            if not (isinstance(out, tuple) and len(out) == 2):
-                raise TypeError(f"{_short_name(f)} was transformed with has_aux=True, so it must "
-                                f"return a pair (output, aux); got {type(out).__name__}")
-            out, aux = out
-        leaves, tree = tree_flatten(out)
-        aux_leaves, aux_tree = tree_flatten(aux)
-        box.append((tree, len(leaves), aux_tree))
-        return leaves + aux_leaves
-
+    flat_fun = flat_fun_with_aux(f, p_tree, has_aux, box)
     pouts, touts = ad.jvp_flat(flat_fun, p_leaves, t_leaves)
     out_tree, n, aux_tree = box[0]
     touts = [_materialize(t) for t in touts[:n]]
@@ -202,20 +211,7 @@ def linearize(f, *primals, has_aux=False):
     linear map (its jaxpr is `f_jvp.jaxpr`; the residuals are its consts)."""
     leaves, tree = flatten_args(primals, f)
     box = []
-
-    def flat_fun(*flat):
-        out = f(*tree_unflatten(tree, flat))
-        aux = None
-        if has_aux:
-            if not (isinstance(out, tuple) and len(out) == 2):
-                raise TypeError(f"{_short_name(f)} was transformed with has_aux=True, so it must "
-                                f"return a pair (output, aux); got {type(out).__name__}")
-            out, aux = out
-        out_leaves, out_tree = tree_flatten(out)
-        aux_leaves, aux_tree = tree_flatten(aux)
-        box.append((out_tree, len(out_leaves), aux_tree))
-        return out_leaves + aux_leaves
-
+    flat_fun = flat_fun_with_aux(f, tree, has_aux, box)
     pouts, lin = ad.linearize_flat(flat_fun, leaves, fn_name=fun_name(f))
     out_tree, n, aux_tree = box[0]
 
@@ -244,20 +240,7 @@ def vjp(f, *primals, has_aux=False):
     PyTorch mapping: `y.backward(v)` then reading `x.grad` is `vjp(f, x)[1](v)[0]`."""
     leaves, tree = flatten_args(primals, f)
     box = []
-
-    def flat_fun(*flat):
-        out = f(*tree_unflatten(tree, flat))
-        aux = None
-        if has_aux:
-            if not (isinstance(out, tuple) and len(out) == 2):
-                raise TypeError(f"{_short_name(f)} was transformed with has_aux=True, so it must "
-                                f"return a pair (output, aux); got {type(out).__name__}")
-            out, aux = out
-        out_leaves, out_tree = tree_flatten(out)
-        aux_leaves, aux_tree = tree_flatten(aux)
-        box.append((out_tree, len(out_leaves), aux_tree))
-        return out_leaves + aux_leaves
-
+    flat_fun = flat_fun_with_aux(f, tree, has_aux, box)
     pouts, lin = ad.linearize_flat(flat_fun, leaves, fn_name=fun_name(f))
     out_tree, n, aux_tree = box[0]
     out_avals = [get_aval(p) for p in pouts[:n]]
@@ -369,13 +352,7 @@ def value_and_grad(f, argnums=0, has_aux=False, holomorphic=False, allow_int=Fal
         box = []
 
         def flat_fun(*flat):
-            out = call(*flat)
-            aux = None
-            if has_aux:
-                if not (isinstance(out, tuple) and len(out) == 2):
-                    raise TypeError(f"{_short_name(f)} was transformed with has_aux=True, so it "
-                                    f"must return a pair (output, aux)")
-                out, aux = out
+            out, aux = split_aux(f, call(*flat), has_aux)
             _check_grad_output(f, out, "grad", holomorphic)
             aux_leaves, aux_tree = tree_flatten(aux)
             box.append(aux_tree)
@@ -570,13 +547,7 @@ def jacfwd(f, argnums=0, has_aux=False, holomorphic=False, allow_int=False):
         box = []
 
         def flat_fun(*flat):
-            out = call(*flat)
-            aux = None
-            if has_aux:
-                if not (isinstance(out, tuple) and len(out) == 2):
-                    raise TypeError(f"{_short_name(f)} was transformed with has_aux=True, so it "
-                                    f"must return a pair (output, aux)")
-                out, aux = out
+            out, aux = split_aux(f, call(*flat), has_aux)
             ol, ot = tree_flatten(out)
             al, at = tree_flatten(aux)
             box[:] = [(ot, len(ol), len(al), at)]
@@ -628,13 +599,7 @@ def jacrev(f, argnums=0, has_aux=False, holomorphic=False, allow_int=False):
         box = []
 
         def flat_fun(*flat):
-            out = call(*flat)
-            aux = None
-            if has_aux:
-                if not (isinstance(out, tuple) and len(out) == 2):
-                    raise TypeError(f"{_short_name(f)} was transformed with has_aux=True, so it "
-                                    f"must return a pair (output, aux)")
-                out, aux = out
+            out, aux = split_aux(f, call(*flat), has_aux)
             ol, ot = tree_flatten(out)
             al, at = tree_flatten(aux)
             box.append((ot, len(ol), at))
