@@ -73,6 +73,23 @@ def test_auto_jacobian_matches_reverse_mode(backends, name):
     np.testing.assert_allclose(auto, rev, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:DeprecationWarning")
+def test_optional_peers_agree_or_are_noted():
+    """autograd and PyTorch (optional) run every objective and agree with
+    tracegrad; a missing one is a note, not a failure."""
+    bs, notes = BK.load_backends(["tracegrad", "autograd", "torch", "numpy"])
+    for name in ("autograd", "torch"):
+        assert name in bs or any(name in n for n in notes)
+    r = Runner(bs, Settings(budget_s=0.001, min_reps=1, batch_s=0.0005))
+    for name, size in TINY.items():
+        prob = problems.PROBLEMS[name]
+        recs = r.run_instance(prob, prob.instance(prob.parse_size(size)))
+        bad = [(x.framework, x.exec, x.mode, x.note) for x in recs if not x.ok]
+        assert not bad, bad
+        peers = {x.framework for x in recs}
+        assert {n for n in ("autograd", "torch") if n in bs} <= peers
+
+
 def test_agreement_failure_is_reported(backends):
     """A wrong derivative must turn into a FAIL record (and a non-zero exit)."""
     class Broken(problems.LogSumExp):

@@ -238,7 +238,8 @@ def main(argv=None):
         chooser=runner.choices, references=runner.references, summary=summary))
     print(f"results: {json_path}")
     if not args.no_plots:
-        paths, pnotes = plots.write_plots(runner.records, runner.choices, args.out)
+        paths, pnotes = plots.write_plots(runner.records, runner.choices, args.out,
+                                          "_quick" if args.quick else "")
         for n in pnotes:
             print(n)
         if paths:

@@ -164,19 +164,20 @@ def plot_sweep_ratio(records, choices, path):
     return path
 
 
-def write_plots(records, choices, out_dir):
-    """Writes sweep.png and bars_<problem>.png; returns (paths, notes)."""
+def write_plots(records, choices, out_dir, suffix=""):
+    """Writes sweep.png, sweep_ratio.png and bars_<problem>.png (names end
+    in `suffix`, e.g. "_quick"); returns (paths, notes)."""
     paths, notes = [], []
     if _mpl() is None:
         return [], ["note: matplotlib not installed; plots skipped"]
-    for fn, name in ((plot_sweep, "sweep.png"), (plot_sweep_ratio, "sweep_ratio.png")):
+    for fn, name in ((plot_sweep, f"sweep{suffix}.png"), (plot_sweep_ratio, f"sweep_ratio{suffix}.png")):
         p = fn(records, choices, os.path.join(out_dir, name))
         if p:
             paths.append(p)
     for problem in dict.fromkeys(r.problem for r in records):
         if problem == "sweep":
             continue
-        p = plot_problem(records, problem, os.path.join(out_dir, f"bars_{problem}.png"))
+        p = plot_problem(records, problem, os.path.join(out_dir, f"bars_{problem}{suffix}.png"))
         if p:
             paths.append(p)
     return paths, notes

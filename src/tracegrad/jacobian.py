@@ -54,6 +54,10 @@ __all__ = ["jacobian", "jacobian_explain", "JacobianChoice"]
 # evaluates the transposed program under a batch trace.
 _EAGER_EQN_FWD = 12e-6   # one primitive of the jvp program, eager jacfwd
 _EAGER_EQN_REV = 18e-6   # one primitive of the vjp program, eager jacrev
+# some primitives cost several times that eagerly (measured per equation):
+# gathers run NumPy's fancy indexing on batched indices, dots may copy
+_EAGER_WEIGHT_FWD = {"gather": 7.0, "dot_general": 1.9}
+_EAGER_WEIGHT_REV = {"gather": 3.4, "scatter_add": 3.4, "dot_general": 2.2}
 _EAGER_FIXED_FWD = 40e-6  # basis, flattening, vmap set-up per eager jacfwd call
 _EAGER_FIXED_REV = 60e-6
 # inside an eager scan/while the (already transformed) body is evaluated
@@ -156,12 +160,15 @@ def _closed_params(eqn):
 
 
 class _Model:
-    def __init__(self, eager_eqn, loop_eqn):
+    def __init__(self, eager_eqn, loop_eqn, weights=None):
         self.eager_eqn = eager_eqn
         self.loop_eqn = loop_eqn
+        self.weights = weights or {}
 
-    def eqn_overhead(self, staged):
-        return _STAGED_EQN if staged else self.eager_eqn
+    def eqn_overhead(self, staged, name=None):
+        if staged:
+            return _STAGED_EQN
+        return self.eager_eqn * self.weights.get(name, 1.0)
 
     def jaxpr(self, jaxpr, dep_in, staged):
         """(cost, dep_out) of a Jaxpr whose invars depend on the basis vector
@@ -196,7 +203,7 @@ class _Model:
         for _, sub in subs:  # anything else that carries a jaxpr: count its body once
             c, _ = self.jaxpr(sub.jaxpr, [d] * len(sub.jaxpr.invars), True)
             once, per = once + c.once, per + c.per
-        c = _Cost(once=once, per=per, overhead=self.eqn_overhead(staged),
+        c = _Cost(once=once, per=per, overhead=self.eqn_overhead(staged, eqn.primitive.name),
                   eqns_once=0 if d else 1, eqns_per=1 if d else 0)
         return c, [d] * len(eqn.outvars)
 
@@ -334,8 +341,8 @@ def _estimate(f, argnums, has_aux, args, kwargs, staged, batch):
     fwd_j, _ = core.dce_jaxpr(fwd.jaxpr)
     rev_j, _ = core.dce_jaxpr(rev.jaxpr)
 
-    fwd_model = _Model(_EAGER_EQN_FWD, _EAGER_LOOP_EQN_FWD)
-    rev_model = _Model(_EAGER_EQN_REV, _EAGER_LOOP_EQN_REV)
+    fwd_model = _Model(_EAGER_EQN_FWD, _EAGER_LOOP_EQN_FWD, _EAGER_WEIGHT_FWD)
+    rev_model = _Model(_EAGER_EQN_REV, _EAGER_LOOP_EQN_REV, _EAGER_WEIGHT_REV)
     fc, _ = fwd_model.jaxpr(fwd_j, [False] * k + [True] * k, staged)
     rc, _ = rev_model.jaxpr(rev_j, [False] * k + [True] * len(ct_avals), staged)
     if not staged:

@@ -47,7 +47,11 @@ def relu(x):
 
 
 def relu6(x):
-    return tnp.minimum(relu(x), 6)
+    """min(max(x, 0), 6) with derivative 0 at both kinks (as jax.nn.relu6)."""
+    x = tnp.asarray(x)
+    # selects, not minimum: minimum's derivative at the tie x == 6 is 1/2
+    six = tnp.full_like(x, 6)
+    return tnp.where(x >= 6, six, relu(x))
 
 
 def leaky_relu(x, negative_slope=0.01):
