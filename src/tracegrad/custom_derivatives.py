@@ -173,6 +173,21 @@ def _closure_tangent_error(kind, name, aval):
 # custom_jvp
 
 
+
+def _flat_primal(fun, nums, nondiff, in_tree, box, what):
+    """The primal function on flat differentiable leaves; checks that every
+    output leaf is an array and records the output tree in `box`."""
+    def flat_fun(*flat):
+        out = fun(*_merge_args(nums, nondiff, tree_unflatten(in_tree, flat)))
+        out_leaves, out_tree = tree_flatten(out)
+        for i, o in enumerate(out_leaves):
+            if not is_array_like(o):
+                raise TypeError(f"{what}: output leaf {i} has type "
+                                f"{type(o).__name__}, which is not an array")
+        box.append(out_tree)
+        return out_leaves
+    return flat_fun
+
 class custom_jvp:
     """A function with a user-defined JVP rule, as jax.custom_jvp.
 
@@ -239,17 +254,7 @@ class custom_jvp:
         nums, nondiff, diff = _split_args(args, self.nondiff_argnums, f"custom_jvp {name}")
         leaves, in_tree = _flatten_diff(diff, f"custom_jvp {name}")
         box = []
-
-        def flat_fun(*flat):
-            out = self.fun(*_merge_args(nums, nondiff, tree_unflatten(in_tree, flat)))
-            out_leaves, out_tree = tree_flatten(out)
-            for i, o in enumerate(out_leaves):
-                if not is_array_like(o):
-                    raise TypeError(f"custom_jvp {name}: output leaf {i} has type "
-                                    f"{type(o).__name__}, which is not an array")
-            box.append(out_tree)
-            return out_leaves
-
+        flat_fun = _flat_primal(self.fun, nums, nondiff, in_tree, box, f"custom_jvp {name}")
         closed, consts = trace_flat(flat_fun, leaves, fn_name=name)
         rule = _FlatJvp(self, name, nondiff, in_tree, box[0], closed.out_avals)
         outs = custom_jvp_call_p.bind(*consts, *leaves, call_jaxpr=closed, jvp=rule,
@@ -494,17 +499,7 @@ class custom_vjp:
         nums, nondiff, diff = _split_args(args, self.nondiff_argnums, f"custom_vjp {name}")
         leaves, in_tree = _flatten_diff(diff, f"custom_vjp {name}")
         box = []
-
-        def flat_fun(*flat):
-            out = self.fun(*_merge_args(nums, nondiff, tree_unflatten(in_tree, flat)))
-            out_leaves, out_tree = tree_flatten(out)
-            for i, o in enumerate(out_leaves):
-                if not is_array_like(o):
-                    raise TypeError(f"custom_vjp {name}: output leaf {i} has type "
-                                    f"{type(o).__name__}, which is not an array")
-            box.append(out_tree)
-            return out_leaves
-
+        flat_fun = _flat_primal(self.fun, nums, nondiff, in_tree, box, f"custom_vjp {name}")
         closed, consts = trace_flat(flat_fun, leaves, fn_name=name)
         fwd = _FlatFwd(self, name, nums, nondiff, in_tree, box[0], closed.out_avals,
                        [get_aval(x) for x in leaves], [tree_structure(a) for a in diff])

@@ -81,34 +81,33 @@ def _size(shape, axes):
 # sum, prod, mean
 
 
-def sum(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None,
-        promote_integers=True):
+def _sum_or_prod(reduce_p, combine_p, identity, a, axis, dtype, keepdims, initial, where,
+                 promote_integers):
+    """sum/prod: JAX's integer promotion, `where` masking with the identity,
+    `initial` combined after the reduction."""
     a = asarray_value(a)
     av = get_aval(a)
     dt = dtypes.canonicalize(dtype) if dtype is not None else (
         _int_promoted(av.dtype) if promote_integers else av.dtype)
     a = ew.convert(a, dt, av.weak_type and dt == av.dtype)
-    a = _where_fill(a, where, 0)
+    a = _where_fill(a, where, identity)
     axes = canonical_axes(axis, get_aval(a).ndim)
-    out = _reduce(red.reduce_sum_p, a, axes)
+    out = _reduce(reduce_p, a, axes)
     if initial is not None:
-        out = ew.add_p.bind(out, _scalar(initial, dt))
+        out = combine_p.bind(out, _scalar(initial, dt))
     return _keep(a, out, axes, keepdims)
+
+
+def sum(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None,
+        promote_integers=True):
+    return _sum_or_prod(red.reduce_sum_p, ew.add_p, 0, a, axis, dtype, keepdims, initial,
+                        where, promote_integers)
 
 
 def prod(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None,
          promote_integers=True):
-    a = asarray_value(a)
-    av = get_aval(a)
-    dt = dtypes.canonicalize(dtype) if dtype is not None else (
-        _int_promoted(av.dtype) if promote_integers else av.dtype)
-    a = ew.convert(a, dt, av.weak_type and dt == av.dtype)
-    a = _where_fill(a, where, 1)
-    axes = canonical_axes(axis, get_aval(a).ndim)
-    out = _reduce(red.reduce_prod_p, a, axes)
-    if initial is not None:
-        out = ew.mul_p.bind(out, _scalar(initial, dt))
-    return _keep(a, out, axes, keepdims)
+    return _sum_or_prod(red.reduce_prod_p, ew.mul_p, 1, a, axis, dtype, keepdims, initial,
+                        where, promote_integers)
 
 
 product = prod
