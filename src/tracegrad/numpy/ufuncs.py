@@ -12,9 +12,10 @@ from ._util import asarray_value, broadcast_arrays, dtype_weak, promote, promote
 def _fast_unary(prim, inexact):
     """Unary op; eager Arrays of float dtype skip the generic path."""
     impl = prim.impl
+    ctx = core._ctx  # bound once: this is the hottest path of eager mode
 
     def f(x):
-        if core._ctx.trace is None:
+        if ctx.trace is None:
             t = type(x)
             if t is Array:
                 v = x._v
@@ -33,16 +34,19 @@ def _fast_unary(prim, inexact):
 
 def _binary(prim, inexact=False):
     impl = prim.impl
+    ctx = core._ctx
 
     def f(x, y):
-        if core._ctx.trace is None and type(x) is Array and type(y) is Array:
+        if ctx.trace is None and type(x) is Array and type(y) is Array:
             vx, vy = x._v, y._v
             if vx is None:  # jit results: read their device buffers once (cached)
                 vx = x.value
             if vy is None:
                 vy = y.value
-            if vx.dtype == vy.dtype and vx.shape == vy.shape \
-                    and (not inexact or vx.dtype.kind == "f"):
+            dt = vx.dtype
+            # `is` first: builtin dtypes are singletons, and == costs ~100 ns
+            if (dt is vy.dtype or dt == vy.dtype) and vx.shape == vy.shape \
+                    and (not inexact or dt.kind == "f"):
                 return Array(impl(vx, vy), x.weak and y.weak)
         args = promote_inexact(x, y) if inexact else promote(x, y)
         return prim.bind(*broadcast_arrays(*args))
