@@ -44,10 +44,14 @@ def _binary(prim, inexact=False):
             if vy is None:
                 vy = y.value
             dt = vx.dtype
-            # `is` first: builtin dtypes are singletons, and == costs ~100 ns
-            if (dt is vy.dtype or dt == vy.dtype) and vx.shape == vy.shape \
-                    and (not inexact or dt.kind == "f"):
-                return Array(impl(vx, vy), x.weak and y.weak)
+            # `is` first: builtin dtypes are singletons, and == costs ~100 ns.
+            # Equal dtypes need no promotion and NumPy broadcasts exactly as we
+            # do; shapes that do not broadcast take the slow path for our error.
+            if (dt is vy.dtype or dt == vy.dtype) and (not inexact or dt.kind == "f"):
+                try:
+                    return Array(impl(vx, vy), x.weak and y.weak)
+                except ValueError:
+                    pass
         args = promote_inexact(x, y) if inexact else promote(x, y)
         return prim.bind(*broadcast_arrays(*args))
     return f
