@@ -377,7 +377,8 @@ class Array:
 
 class Trace:
     """Base of all traces. `parent` is the trace that was current when this
-    one began; rules run with `parent` current."""
+    one began; rules run with `parent` current. Each concrete trace defines
+    process_primitive(prim, args, params)."""
 
     _ids = itertools.count()
 
@@ -386,9 +387,6 @@ class Trace:
         self.active = True
         self.id = next(Trace._ids)
         self.fn_name = parent.fn_name if parent is not None else None
-
-    def process_primitive(self, prim, args, params):
-        raise NotImplementedError  # abstract: every concrete trace overrides it
 
     def finish(self):
         self.active = False
