@@ -30,8 +30,8 @@ import inspect
 import numpy as np
 
 from . import core, dtypes
-from .core import ClosedJaxpr, Jaxpr, Primitive, ShapedArray, get_aval, is_array_like
-from .interpreters import ad, batching, lowering
+from .core import ClosedJaxpr, Jaxpr, Primitive, get_aval, is_array_like
+from .interpreters import ad, batching
 from .interpreters.ad import Zero
 from .tree_util import tree_flatten, tree_map, tree_structure, tree_unflatten
 
@@ -415,14 +415,20 @@ def batch_closed(closed: ClosedJaxpr, size, in_dims):
     return out, box[0]
 
 
+def _check_closure_tangents(kind, rule, primals, tangents, num_consts):
+    """The leading num_consts operands are closed-over values: a custom rule
+    cannot see their tangents, so a nonzero one is an error, not a silent drop."""
+    for c, t in zip(primals[:num_consts], tangents[:num_consts]):
+        if type(t) is not Zero:
+            raise _closure_tangent_error(kind, getattr(rule, "name", "?"), get_aval(c))
+
+
 def _cjvp_abstract(*avals, call_jaxpr, jvp, num_consts, symbolic_zeros):
     return list(call_jaxpr.out_avals)
 
 
 def _cjvp_jvp(primals, tangents, *, call_jaxpr, jvp, num_consts, symbolic_zeros):
-    for c, t in zip(primals[:num_consts], tangents[:num_consts]):
-        if type(t) is not Zero:
-            raise _closure_tangent_error("custom_jvp", getattr(jvp, "name", "?"), get_aval(c))
+    _check_closure_tangents("custom_jvp", jvp, primals, tangents, num_consts)
     args, targs = primals[num_consts:], tangents[num_consts:]
     if not symbolic_zeros:
         targs = [ad.instantiate(t) for t in targs]
@@ -663,9 +669,7 @@ def _cvjp_abstract(*avals, call_jaxpr, fwd, num_consts, symbolic_zeros):
 
 
 def _cvjp_jvp(primals, tangents, *, call_jaxpr, fwd, num_consts, symbolic_zeros):
-    for c, t in zip(primals[:num_consts], tangents[:num_consts]):
-        if type(t) is not Zero:
-            raise _closure_tangent_error("custom_vjp", getattr(fwd, "name", "?"), get_aval(c))
+    _check_closure_tangents("custom_vjp", fwd, primals, tangents, num_consts)
     args, targs = primals[num_consts:], tangents[num_consts:]
     outs, res, bwd = fwd(list(args))
     in_avals = [get_aval(a) for a in args]

@@ -85,6 +85,30 @@ def _zero_out(prim, out):
     return Zero.like(out)
 
 
+def bilinear_jvp(prim, finish=None):
+    """jvp of a primitive bilinear in its two operands (dot_general, conv):
+    d(a*b) = da*b + a*db, skipping symbolic-zero terms. `finish` post-processes
+    the tangent (e.g. to match the output dtype)."""
+    def jvp(primals, tangents, **params):
+        lhs, rhs = primals
+        tl, tr = tangents
+        out = prim.bind(lhs, rhs, **params)
+        if type(tl) is Zero and type(tr) is Zero:
+            return out, Zero.like(out)
+        t = None
+        if type(tl) is not Zero:
+            t = prim.bind(tl, rhs, **params)
+        if type(tr) is not Zero:
+            t2 = prim.bind(lhs, tr, **params)
+            if t is None:
+                t = t2
+            else:
+                from ..primitives import elementwise
+                t = elementwise.add_p.bind(t, t2)
+        return out, t if finish is None else finish(t, out)
+    return jvp
+
+
 def zero_jvp(prim):
     """jvp of a primitive with zero derivative (comparisons, floor, argmax...)."""
     def jvp(primals, tangents, **params):

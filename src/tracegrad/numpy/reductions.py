@@ -429,32 +429,28 @@ def average(a, axis=None, weights=None, returned=False, keepdims=False):
 # sort, argsort
 
 
-def sort(a, axis=-1, kind=None, order=None, *, stable=True, descending=False):
+def _sort_operand(name, a, axis, order):
+    """(array, axis) for sort/argsort: axis=None sorts the flattened array."""
     if order is not None:
-        raise TypeError("'order' argument to sort is not supported.")
+        raise TypeError(f"'order' argument to {name} is not supported.")
     a = asarray_value(a)
     if axis is None:
         a = shapes.reshape(a, (get_aval(a).size,))
         axis = 0
     nd = get_aval(a).ndim
     if nd == 0:
-        raise ValueError("sort of a 0-d array needs axis=None")
-    ax = check_axis(int(axis), nd)
+        raise ValueError(f"{name} of a 0-d array needs axis=None")
+    return a, check_axis(int(axis), nd)
+
+
+def sort(a, axis=-1, kind=None, order=None, *, stable=True, descending=False):
+    a, ax = _sort_operand("sort", a, axis, order)
     (out,) = sort_prims.sort_p.bind(a, dimension=ax, is_stable=bool(stable), num_keys=1)
     return shapes.rev(out, (ax,)) if descending else out
 
 
 def argsort(a, axis=-1, kind=None, order=None, *, stable=True, descending=False, dtype=None):
-    if order is not None:
-        raise TypeError("'order' argument to argsort is not supported.")
-    a = asarray_value(a)
-    if axis is None:
-        a = shapes.reshape(a, (get_aval(a).size,))
-        axis = 0
-    nd = get_aval(a).ndim
-    if nd == 0:
-        raise ValueError("argsort of a 0-d array needs axis=None")
-    ax = check_axis(int(axis), nd)
+    a, ax = _sort_operand("argsort", a, axis, order)
     idx_dt = dtypes.default_int if dtype is None else dtypes.canonicalize(dtype)
     iota = shapes.iota(idx_dt, get_aval(a).shape, ax)
     if descending and stable:

@@ -13,7 +13,7 @@ from jaxlib.mlir.dialects import stablehlo as hlo
 
 from .. import dtypes
 from ..core import Primitive, ShapedArray, get_aval
-from ..interpreters import lowering
+from ..interpreters import ad, lowering
 from ..interpreters.ad import Zero, is_undefined
 from . import elementwise as ew
 from . import shapes
@@ -188,19 +188,6 @@ def _pad_spatial(x, padding):
 # ---------------------------------------------------------------- autodiff
 
 
-def _conv_jvp(primals, tangents, **params):
-    lhs, rhs = primals
-    tl, tr = tangents
-    out = conv_general_dilated_p.bind(lhs, rhs, **params)
-    if type(tl) is Zero and type(tr) is Zero:
-        return out, Zero.like(out)
-    t = None
-    if type(tl) is not Zero:
-        t = conv_general_dilated_p.bind(tl, rhs, **params)
-    if type(tr) is not Zero:
-        t2 = conv_general_dilated_p.bind(lhs, tr, **params)
-        t = t2 if t is None else ew.add_p.bind(t, t2)
-    return out, t
 
 
 def _spec_t(spec):
@@ -410,8 +397,9 @@ def _conv_lower(ctx, lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dil
 
 
 conv_general_dilated_p = Primitive(
-    "conv_general_dilated", impl=_conv_impl, abstract_eval=_conv_abstract, jvp=_conv_jvp,
+    "conv_general_dilated", impl=_conv_impl, abstract_eval=_conv_abstract,
     transpose=_conv_transpose, batch=_conv_batch, lower=_conv_lower, linear=True)
+conv_general_dilated_p.jvp = ad.bilinear_jvp(conv_general_dilated_p)
 
 
 # ---------------------------------------------------------------- lax-style API

@@ -9,7 +9,7 @@ from jaxlib.mlir.dialects import stablehlo as hlo
 
 from .. import dtypes
 from ..core import Primitive, ShapedArray, get_aval
-from ..interpreters import lowering
+from ..interpreters import ad, lowering
 from ..interpreters.ad import Zero, is_undefined
 from . import elementwise as ew
 from . import shapes
@@ -184,19 +184,6 @@ def _dot_abstract(lhs, rhs, dimension_numbers, precision=None, preferred_element
     return ShapedArray(shape, dt, lhs.weak_type and rhs.weak_type)
 
 
-def _dot_jvp(primals, tangents, **params):
-    lhs, rhs = primals
-    tl, tr = tangents
-    out = dot_general_p.bind(lhs, rhs, **params)
-    if type(tl) is Zero and type(tr) is Zero:
-        return out, Zero.like(out)
-    t = None
-    if type(tl) is not Zero:
-        t = dot_general_p.bind(tl, rhs, **params)
-    if type(tr) is not Zero:
-        t2 = dot_general_p.bind(lhs, tr, **params)
-        t = t2 if t is None else ew.add_p.bind(t, t2)
-    return out, _match_dtype(t, get_aval(out).dtype)
 
 
 def _match_dtype(x, dt):
@@ -293,8 +280,10 @@ def _dot_lower(ctx, lhs, rhs, dimension_numbers, precision=None, preferred_eleme
 
 
 dot_general_p = Primitive("dot_general", impl=_dot_impl, abstract_eval=_dot_abstract,
-                          jvp=_dot_jvp, transpose=_dot_transpose, batch=_dot_batch,
+                          transpose=_dot_transpose, batch=_dot_batch,
                           lower=_dot_lower, linear=True)
+dot_general_p.jvp = ad.bilinear_jvp(
+    dot_general_p, finish=lambda t, out: _match_dtype(t, get_aval(out).dtype))
 
 
 def canonical_dimension_numbers(dimension_numbers):
