@@ -9,7 +9,7 @@ import numpy as np
 
 from . import core, dtypes
 from .core import get_aval, is_array_like
-from .interpreters import ad, batching
+from .interpreters import ad, batching, tape
 from .tree_util import keystr, tree_flatten, tree_flatten_with_path, tree_map, tree_unflatten
 
 # --------------------------------------------------------------------------
@@ -241,7 +241,7 @@ def vjp(f, *primals, has_aux=False):
     leaves, tree = flatten_args(primals, f)
     box = []
     flat_fun = flat_fun_with_aux(f, tree, has_aux, box)
-    pouts, lin = ad.linearize_flat(flat_fun, leaves, fn_name=fun_name(f))
+    pouts, lin = tape.vjp_flat(flat_fun, leaves, fn_name=fun_name(f))
     out_tree, n, aux_tree = box[0]
     out_avals = [get_aval(p) for p in pouts[:n]]
 
@@ -358,7 +358,7 @@ def value_and_grad(f, argnums=0, has_aux=False, holomorphic=False, allow_int=Fal
             box.append(aux_tree)
             return [out] + aux_leaves
 
-        pouts, lin = ad.linearize_flat(flat_fun, leaves, fn_name=fun_name(f))
+        pouts, lin = tape.vjp_flat(flat_fun, leaves, fn_name=fun_name(f))
         out = pouts[0]
         one = np.ones((), get_aval(out).dtype)[()]  # (1+0j when holomorphic)
         cts = [one] + [ad.Zero(get_aval(p).tangent_aval()) if is_array_like(p) else None

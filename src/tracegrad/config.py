@@ -4,6 +4,9 @@
 log_compiles: log every jit trace and compile (and why a function was
     retraced) on the "tracegrad.jit" logger at WARNING level. Defaults to the
     environment variable TRACEGRAD_LOG_COMPILES=1.
+eager_tape: eager grad/vjp record a tape of direct reverse rules
+    (interpreters/tape.py) instead of linearizing; False uses linearize +
+    transpose everywhere (the tests compare both).
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import os
 class Config:
     def __init__(self):
         self.log_compiles = os.environ.get("TRACEGRAD_LOG_COMPILES", "") not in ("", "0")
+        self.eager_tape = True
 
     def update(self, name, value):
         if not hasattr(self, name):

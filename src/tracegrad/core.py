@@ -196,6 +196,11 @@ class Primitive:
     batch(args, dims, **params) -> (out, out_dim) (lists if multiple_results)
     lower(ctx, *ir_values, **params) -> list of ir values
     Higher-order primitives (carrying jaxprs) add `partial_eval` and `dce`.
+    vjp(needs, out, *args, **params) -> pullback(ct) -> list of cotangents
+        (None where not needed): optional, a direct reverse rule for eager
+        reverse mode (interpreters/tape.py), derived from the rules above;
+        the pullback keeps only what it needs. Primitives without one are
+        linearized there instead.
     """
 
     # rules every primitive must have; `coverage()` reports them
@@ -203,7 +208,7 @@ class Primitive:
 
     def __init__(self, name, *, impl=None, abstract_eval=None, jvp=None, transpose=None,
                  batch=None, lower=None, multiple_results=False, keeps_weak=True,
-                 linear=False, partial_eval=None, dce=None, not_linear_reason=None):
+                 linear=False, partial_eval=None, dce=None, not_linear_reason=None, vjp=None):
         self.name = name
         self.impl = impl
         self.abstract_eval = abstract_eval
@@ -217,6 +222,7 @@ class Primitive:
         self.partial_eval = partial_eval
         self.dce = dce
         self.not_linear_reason = not_linear_reason
+        self.vjp = vjp
         registry[name] = self
 
     def __repr__(self):

@@ -109,6 +109,32 @@ def bilinear_jvp(prim, finish=None):
     return jvp
 
 
+def transpose_vjp(prim, each=False):
+    """A direct reverse rule (for the eager tape) read off a linear
+    primitive's transpose rule: the needed operands become UndefinedPrimal,
+    the others stay known values. each=True for primitives linear in each
+    operand separately but not jointly (mul, dot_general, conv): one
+    transpose per needed operand."""
+    def vjp(needs, out, *args, **params):
+        if not each:
+            a = [UndefinedPrimal(get_aval(x)) if n else x for x, n in zip(args, needs)]
+            return lambda ct: prim.transpose(ct, *a, **params)
+        plans = []
+        for i, n in enumerate(needs):
+            if n:
+                a = list(args)
+                a[i] = UndefinedPrimal(get_aval(a[i]))
+                plans.append((i, a))
+
+        def pullback(ct):
+            cts = [None] * len(args)
+            for i, a in plans:
+                cts[i] = prim.transpose(ct, *a, **params)[i]
+            return cts
+        return pullback
+    return vjp
+
+
 def zero_jvp(prim):
     """jvp of a primitive with zero derivative (comparisons, floor, argmax...)."""
     def jvp(primals, tangents, **params):

@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import core, dtypes
 from ..core import Array, Tracer, get_aval
+from ..interpreters.tape import TapeTracer
 from ..primitives import elementwise as ew
 from ..primitives import shapes
 
@@ -79,6 +80,8 @@ def dtype_weak(x):
     t = type(x)
     if t is Array:
         return x.value.dtype, x.weak
+    if t is TapeTracer:  # eager grad's tracers hold a concrete value
+        return dtype_weak(x.value)
     if t in _SCALARS:
         return dtypes.python_scalar_dtype(x), True
     a = get_aval(x)
@@ -88,6 +91,9 @@ def dtype_weak(x):
 def promote(*args):
     """Convert args to their common JAX dtype (weak scalars adapt)."""
     pairs = [dtype_weak(a) for a in args]
+    fast = _promote_strong(args, pairs)
+    if fast is not None:
+        return fast
     dt, weak = dtypes.promote(*pairs)
     out = []
     for a, (d, w) in zip(args, pairs):
@@ -99,6 +105,54 @@ def promote(*args):
         else:
             out.append(a)
     return out
+
+
+def _promote_strong(args, pairs):
+    """The common case without walking the lattice: operands of one strong
+    dtype, or a strong float operand and Python int/float scalars (which
+    take its dtype). None when the general rules are needed."""
+    dt = None
+    for a, (d, w) in zip(args, pairs):
+        if type(a) in (int, float):
+            continue
+        if w or (dt is not None and d != dt):
+            return None
+        dt = d
+    if dt is None:
+        return None
+    if all(type(a) not in (int, float) for a in args):
+        return list(args)
+    if dt.kind != "f":
+        return None
+    return [Array(np.asarray(a, dt), False) if type(a) in (int, float) else a for a in args]
+
+
+def tape_operands(x, y, inexact):
+    """Eager grad's shortcut past promotion and broadcasting: (x, y) when
+    they are tape tracers or eager Arrays of one strong float dtype (or one
+    of them a Python int/float, which takes that dtype) with equal shapes or
+    a rank-0 side; else None (the general path)."""
+    vals = []
+    dt = None
+    for a in (x, y):
+        t = type(a)
+        if t is TapeTracer:
+            a = a.value
+            t = type(a)
+        if t is Array:
+            if a.weak:
+                return None
+            m = a._meta
+            if dt is None:
+                dt = m.dtype
+            elif m.dtype != dt:
+                return None
+            vals.append(m.shape)
+        elif t is not float and t is not int:
+            return None
+    if dt is None or dt.kind != "f" or (len(vals) == 2 and vals[0] != vals[1] and () not in vals):
+        return None
+    return [Array(np.asarray(a, dt), False) if type(a) in (int, float) else a for a in (x, y)]
 
 
 def promote_inexact(*args):
@@ -115,7 +169,7 @@ def broadcast_arrays(*args):
     """NumPy broadcasting to a common shape (rank-0 operands stay scalars:
     primitives broadcast those themselves)."""
     shapes_ = [get_aval(a).shape for a in args]
-    if all(s == shapes_[0] for s in shapes_):
+    if len({s for s in shapes_ if s != ()}) <= 1:  # equal shapes or scalars
         return list(args)
     try:
         out_shape = np.broadcast_shapes(*shapes_)

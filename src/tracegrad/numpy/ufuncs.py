@@ -6,7 +6,8 @@ import numpy as np
 from .. import core, dtypes
 from ..core import Array, Tracer
 from ..primitives import elementwise as ew
-from ._util import asarray_value, broadcast_arrays, dtype_weak, promote, promote_inexact
+from ..interpreters.tape import TapeTracer
+from ._util import asarray_value, broadcast_arrays, dtype_weak, promote, promote_inexact, tape_operands
 
 
 def _fast_unary(prim, inexact):
@@ -25,6 +26,8 @@ def _fast_unary(prim, inexact):
                     return Array(impl(v), x.weak)
             elif t is np.ndarray and x.dtype.kind == "f":
                 return Array(impl(x))
+        elif type(x) is TapeTracer and x.value._meta.dtype.kind == "f":
+            return prim.bind(x)  # eager grad: a float operand needs no promotion
         x = asarray_value(x)
         if inexact:
             (x,) = promote_inexact(x)
@@ -52,6 +55,10 @@ def _binary(prim, inexact=False):
                     return Array(impl(vx, vy), x.weak and y.weak)
                 except ValueError:
                     pass
+        elif type(x) is TapeTracer or type(y) is TapeTracer:
+            args = tape_operands(x, y, inexact)
+            if args is not None:
+                return prim.bind(*args)
         args = promote_inexact(x, y) if inexact else promote(x, y)
         return prim.bind(*broadcast_arrays(*args))
     return f
@@ -171,6 +178,10 @@ def positive(x):
 
 
 def true_divide(x, y):
+    if type(x) is TapeTracer or type(y) is TapeTracer:
+        args = tape_operands(x, y, True)
+        if args is not None:
+            return ew.div_p.bind(*args)
     x, y = promote_inexact(x, y)
     return ew.div_p.bind(*broadcast_arrays(x, y))
 

@@ -400,6 +400,7 @@ conv_general_dilated_p = Primitive(
     "conv_general_dilated", impl=_conv_impl, abstract_eval=_conv_abstract,
     transpose=_conv_transpose, batch=_conv_batch, lower=_conv_lower, linear=True)
 conv_general_dilated_p.jvp = ad.bilinear_jvp(conv_general_dilated_p)
+conv_general_dilated_p.vjp = ad.transpose_vjp(conv_general_dilated_p, each=True)
 
 
 # ---------------------------------------------------------------- lax-style API

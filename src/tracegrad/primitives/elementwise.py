@@ -18,6 +18,8 @@ from .common import const_like, elementwise_aval, elementwise_batch, unbroadcast
 def _def(name, impl, jvp=None, hlo_op=None, kinds=None, out_dtype=None, linear=False,
          transpose=None, lower=None, keeps_weak=True):
     p = Primitive(name, impl=impl, linear=linear, transpose=transpose, keeps_weak=keeps_weak)
+    if transpose is not None:  # the eager tape's reverse rule (mul: linear per operand)
+        p.vjp = ad.transpose_vjp(p, each=name == "mul")
     p.abstract_eval = lambda *avals, **params: elementwise_aval(name, avals, out_dtype, kinds)
     p.batch = elementwise_batch(p)
     if jvp == "zero":
@@ -48,6 +50,7 @@ def _unary(name, impl, deriv, hlo_op, kinds="f"):
         y = p.bind(x)
         return y, mul(t, deriv(x, y))
     p.jvp = jvp
+    p.vjp = lambda needs, out, x: _scaled_by(deriv(x, out))  # the transpose of that jvp
     return p
 
 
@@ -153,6 +156,26 @@ def _div_transpose(ct, x, y):
     return [unbroadcast(div(ct, y), x.aval), None]
 
 
+def _scaled_by(d):
+    """The pullback ct -> [ct * d] (the transpose of t -> t * d)."""
+    return lambda ct: [mul(ct, d)]
+
+
+def _pullback_of_terms(needs, args, *factors):
+    """Pullback of a jvp sum_i t_i * factor_i: ct -> [unbroadcast(ct * factor_i)]."""
+    avals = [get_aval(a) for a in args]
+    fs = [f() if n else None for f, n in zip(factors, needs)]
+    return lambda ct: [None if f is None else unbroadcast(mul(ct, f), a) for f, a in zip(fs, avals)]
+
+
+def _div_vjp(needs, out, x, y):
+    """The transposes of _div_jvp's two terms (div is not linear in y)."""
+    ax, ay = get_aval(x), get_aval(y)
+    dy = neg(div(out, y)) if needs[1] else None
+    return lambda ct: [unbroadcast(div(ct, y), ax) if needs[0] else None,
+                       None if dy is None else unbroadcast(mul(ct, dy), ay)]
+
+
 def _int_div(x, y):
     # lax.div on integers rounds toward zero (C semantics), not floor
     if x.dtype.kind in "iu":
@@ -188,6 +211,7 @@ add_p = _def("add", np.add, _add_jvp, hlo.AddOp, linear=True, transpose=_add_tra
 sub_p = _def("sub", np.subtract, _sub_jvp, hlo.SubtractOp, linear=True, transpose=_sub_transpose)
 mul_p = _def("mul", np.multiply, _mul_jvp, hlo.MulOp, linear=True, transpose=_mul_transpose)
 div_p = _def("div", _int_div, _div_jvp, hlo.DivOp, linear=True, transpose=_div_transpose)
+div_p.vjp = _div_vjp
 rem_p = _def("rem", _rem_impl, _rem_jvp, hlo.RemOp, kinds="fi")
 neg_p = _def("neg", np.negative, "linear", hlo.NegOp, linear=True,
              transpose=lambda ct, x: [neg(ct) if type(ct) is not Zero else None])
@@ -220,10 +244,16 @@ def _minmax_jvp(prim):
     return jvp
 
 
+def _minmax_vjp(needs, out, x, y):
+    """The transposes of _minmax_jvp's two terms."""
+    return _pullback_of_terms(needs, (x, y), lambda: _balanced_eq(x, out, y),
+                              lambda: _balanced_eq(y, out, x))
+
+
 max_p = _def("max", np.maximum, None, hlo.MaxOp)
-max_p.jvp = _minmax_jvp(max_p)
+max_p.jvp, max_p.vjp = _minmax_jvp(max_p), _minmax_vjp
 min_p = _def("min", np.minimum, None, hlo.MinOp)
-min_p.jvp = _minmax_jvp(min_p)
+min_p.jvp, min_p.vjp = _minmax_jvp(min_p), _minmax_vjp
 
 
 def _pow_jvp(primals, tangents):
@@ -471,13 +501,23 @@ def _integer_pow_impl(x, y):
         return (1 / out).astype(x.dtype) if y < 0 else np.asarray(out, x.dtype)
 
 
+def _integer_pow_d(x, y):
+    """d(x**y)/dx for y not in (0, 1)."""
+    return mul(c(x, y), integer_pow_p.bind(x, y=y - 1))
+
+
 def _integer_pow_jvp(primals, tangents, y):
     (x,), (t,) = primals, tangents
     out = integer_pow_p.bind(x, y=y)
     if y == 0:
         return out, Zero.like(out)
-    d = mul(c(x, y), integer_pow_p.bind(x, y=y - 1)) if y != 1 else None
-    return out, t if d is None else mul(t, d)
+    return out, t if y == 1 else mul(t, _integer_pow_d(x, y))
+
+
+def _integer_pow_vjp(needs, out, x, y):
+    if y in (0, 1):
+        return lambda ct: [None if y == 0 else ct]
+    return _scaled_by(_integer_pow_d(x, y))
 
 
 def _integer_pow_lower(ctx, x, y):
@@ -503,6 +543,7 @@ integer_pow_p = Primitive("integer_pow", impl=_integer_pow_impl, jvp=_integer_po
                           lower=_integer_pow_lower)
 integer_pow_p.abstract_eval = lambda x, y: elementwise_aval("integer_pow", [x])
 integer_pow_p.batch = elementwise_batch(integer_pow_p)
+integer_pow_p.vjp = _integer_pow_vjp
 
 # ---- select_n(pred, *cases): cases[pred] (pred bool: case0 if False)
 
@@ -614,6 +655,7 @@ def _select_lower(ctx, pred, *cases):
 select_n_p = Primitive("select_n", impl=_select_impl, abstract_eval=_select_abstract,
                        jvp=_select_jvp, transpose=_select_transpose, batch=_select_batch,
                        lower=_select_lower, linear=True)
+select_n_p.vjp = ad.transpose_vjp(select_n_p)
 
 
 # ---- clamp(lo, x, hi)
@@ -721,6 +763,7 @@ convert_element_type_p = Primitive(
     "convert_element_type", impl=_convert_impl, abstract_eval=_convert_abstract,
     jvp=_convert_jvp, transpose=_convert_transpose, lower=_convert_lower, linear=True,
     keeps_weak=False)
+convert_element_type_p.vjp = ad.transpose_vjp(convert_element_type_p)
 convert_element_type_p.batch = lambda args, dims, **p: (convert_element_type_p.bind(args[0], **p), dims[0])
 
 

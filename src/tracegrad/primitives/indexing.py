@@ -320,6 +320,7 @@ dynamic_slice_p = Primitive("dynamic_slice", impl=_ds_impl, abstract_eval=_ds_ab
                             jvp=_ds_jvp, transpose=_ds_transpose, batch=_ds_batch,
                             lower=_ds_lower, linear=True)
 _operand_weak_eager(dynamic_slice_p)
+dynamic_slice_p.vjp = ad.transpose_vjp(dynamic_slice_p)
 
 
 # --------------------------------------------------------------------------
@@ -404,6 +405,7 @@ dynamic_update_slice_p = Primitive("dynamic_update_slice", impl=_dus_impl,
                                    transpose=_dus_transpose, batch=_dus_batch,
                                    lower=_dus_lower, linear=True)
 _operand_weak_eager(dynamic_update_slice_p, (0, 1))
+dynamic_update_slice_p.vjp = ad.transpose_vjp(dynamic_update_slice_p)
 
 
 # --------------------------------------------------------------------------
@@ -614,6 +616,7 @@ gather_p = Primitive("gather", impl=_gather_impl, abstract_eval=_gather_abstract
                      jvp=_gather_jvp, transpose=_gather_transpose, batch=_gather_batch,
                      lower=_gather_lower, linear=True)
 _operand_weak_eager(gather_p)
+gather_p.vjp = ad.transpose_vjp(gather_p)
 
 
 # --------------------------------------------------------------------------

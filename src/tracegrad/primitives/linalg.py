@@ -284,6 +284,7 @@ dot_general_p = Primitive("dot_general", impl=_dot_impl, abstract_eval=_dot_abst
                           lower=_dot_lower, linear=True)
 dot_general_p.jvp = ad.bilinear_jvp(
     dot_general_p, finish=lambda t, out: _match_dtype(t, get_aval(out).dtype))
+dot_general_p.vjp = ad.transpose_vjp(dot_general_p, each=True)
 
 
 def canonical_dimension_numbers(dimension_numbers):

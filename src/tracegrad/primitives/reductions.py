@@ -56,6 +56,7 @@ reduce_sum_p = Primitive(
     lower=lambda ctx, x, axes: [lowering.reduce(x, ctx.avals_in[0], ctx.avals_out[0], axes, "add")],
     linear=True)
 reduce_sum_p.jvp = ad.linear_jvp(reduce_sum_p)
+reduce_sum_p.vjp = ad.transpose_vjp(reduce_sum_p)
 
 
 # --------------------------------------------------------------------------
@@ -120,13 +121,23 @@ def _chooser_jvp(prim):
         out = prim.bind(x, axes=axes)
         if type(t) is Zero:
             return out, Zero.like(out)
-        shape = get_aval(x).shape
-        tdt = get_aval(t).dtype
-        at = ew.convert(ew.eq_p.bind(x, _bcast_back(out, shape, axes)), tdt)
-        count = reduce_sum_p.bind(at, axes=axes)
+        at, count = _chooser_mask(x, out, axes, get_aval(t).dtype)
         picked = reduce_sum_p.bind(ew.mul_p.bind(t, at), axes=axes)
         return out, ew.div_p.bind(picked, count)
     return jvp
+
+
+def _chooser_mask(x, out, axes, dtype):
+    """(1 where x attains the max/min, how many do) in `dtype`."""
+    at = ew.convert(ew.eq_p.bind(x, _bcast_back(out, get_aval(x).shape, axes)), dtype)
+    return at, reduce_sum_p.bind(at, axes=axes)
+
+
+def _chooser_vjp(needs, out, x, axes):
+    """The transpose of _chooser_jvp: ct / count, sent back to the ties."""
+    at, count = _chooser_mask(x, out, axes, get_aval(out).dtype)
+    shape = get_aval(x).shape
+    return lambda ct: [ew.mul_p.bind(_bcast_back(ew.div_p.bind(ct, count), shape, axes), at)]
 
 
 def _chooser_abstract(name):
@@ -139,13 +150,13 @@ def _chooser_abstract(name):
 reduce_max_p = Primitive("reduce_max", impl=_chooser_impl("max"),
                          abstract_eval=_chooser_abstract("reduce_max"),
                          lower=_lower_reducer("max"))
-reduce_max_p.jvp = _chooser_jvp(reduce_max_p)
+reduce_max_p.jvp, reduce_max_p.vjp = _chooser_jvp(reduce_max_p), _chooser_vjp
 reduce_max_p.batch = _reducer_batch(reduce_max_p)
 
 reduce_min_p = Primitive("reduce_min", impl=_chooser_impl("min"),
                          abstract_eval=_chooser_abstract("reduce_min"),
                          lower=_lower_reducer("min"))
-reduce_min_p.jvp = _chooser_jvp(reduce_min_p)
+reduce_min_p.jvp, reduce_min_p.vjp = _chooser_jvp(reduce_min_p), _chooser_vjp
 reduce_min_p.batch = _reducer_batch(reduce_min_p)
 
 
@@ -417,6 +428,7 @@ def _cumsum_transpose(ct, x, axis, reverse):
 cumsum_p = Primitive("cumsum", impl=_cum_impl("add"), abstract_eval=_cum_abstract("cumsum"),
                      transpose=_cumsum_transpose, lower=_cum_lower("add"), linear=True)
 cumsum_p.jvp = ad.linear_jvp(cumsum_p)
+cumsum_p.vjp = ad.transpose_vjp(cumsum_p)
 cumsum_p.batch = _cum_batch(cumsum_p)
 
 cumprod_p = Primitive("cumprod", impl=_cum_impl("mul"), abstract_eval=_cum_abstract("cumprod"),

@@ -408,6 +408,11 @@ rev_p = Primitive(
     linear=True)
 rev_p.jvp = ad.linear_jvp(rev_p)
 
+# the eager tape's reverse rules: these ops are linear, so their transposes
+for _p in (broadcast_in_dim_p, reshape_p, transpose_p, squeeze_p, slice_p, pad_p,
+           concatenate_p, rev_p):
+    _p.vjp = ad.transpose_vjp(_p)
+
 
 # ---- iota(dtype, shape, dimension): 0, 1, 2, ... along `dimension`
 
