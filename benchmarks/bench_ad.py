@@ -6,7 +6,8 @@
 2. make_jaxpr(grad(f)) of a 1000-op elementwise program vs
    jax.make_jaxpr(jax.grad(f)) (goal: <= 0.5x JAX);
 3. the cheap-gradient ratio, time(value_and_grad f) / time(f), eagerly, for
-   the MLP loss and a long elementwise chain (goal: <= 4x).
+   the MLP loss and a long elementwise chain (goal: <= 4x), with the peers'
+   own ratios on the chain (autograd, torch, JAX without jit) for context.
 
     python benchmarks/bench_ad.py [--json PATH] [--quick]
 
@@ -151,7 +152,7 @@ def tracing_rows(rows, quick):
         print("note: jax not installed, skipping the tracing row")
 
 
-def chain_ratio(ratios, quick):
+def chain_ratio(ratios, peer_ratios, quick):
     for size, n_ops in ((100_000, 200), (16, 200)):
         x = np.linspace(0.1, 1.0, size)
         tx = tnp.asarray(x)
@@ -160,7 +161,47 @@ def chain_ratio(ratios, quick):
         n = 3 if quick else 10
         t_f = best_median(lambda: f(tx), n)
         t_g = best_median(lambda: vg(tx), n)
-        ratios.append((f"elementwise chain, {n_ops} ops on f64[{size}]", t_f, t_g))
+        case = f"elementwise chain, {n_ops} ops on f64[{size}]"
+        ratios.append((case, t_f, t_g))
+        for peer, (pf, pg) in _peer_chain(x, n_ops).items():
+            peer_ratios.append((case, peer, best_median(pf, n), best_median(pg, n)))
+
+
+def _peer_chain(x, n_ops):
+    """(forward, value_and_grad) callables of the chain for each installed
+    peer: their own cheap-gradient ratio puts ours in context."""
+    out = {}
+    try:
+        import autograd
+        import autograd.numpy as anp
+        f = _chain(anp, n_ops)
+        vg = autograd.value_and_grad(f)
+        out["autograd"] = (lambda: f(x), lambda: vg(x))
+    except ImportError:
+        pass
+    try:
+        import torch
+        ft = _chain(torch, n_ops)
+        xt = torch.tensor(x)
+
+        def torch_vg():
+            xx = xt.detach().requires_grad_(True)
+            y = ft(xx)
+            y.backward()
+            return y, xx.grad
+        out["torch"] = (lambda: ft(xt), torch_vg)
+    except ImportError:
+        pass
+    try:
+        import jax
+        import jax.numpy as jnp
+        fj = _chain(jnp, n_ops)
+        vgj = jax.value_and_grad(fj)
+        xj = jnp.asarray(x)
+        out["jax (no jit)"] = (lambda: fj(xj).block_until_ready(), lambda: vgj(xj)[0].block_until_ready())
+    except ImportError:
+        pass
+    return out
 
 
 def main(argv=None):
@@ -168,17 +209,22 @@ def main(argv=None):
     ap.add_argument("--json", help="write results to this JSON file")
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
     args = ap.parse_args(argv)
-    rows, ratios = [], []
+    rows, ratios, peer_ratios = [], [], []
     mlp_rows(rows, ratios, args.quick)
     tracing_rows(rows, args.quick)
-    chain_ratio(ratios, args.quick)
+    chain_ratio(ratios, peer_ratios, args.quick)
     print_table("tracegrad vs peers (ratio = tracegrad / peer; < 1 is faster)", rows)
     print_table("cheap gradient (ratio = value_and_grad / forward, eager; goal <= 4x)",
                 [(c, "forward", a, b) for c, a, b in ratios])
+    if peer_ratios:
+        print_table("the peers' own cheap-gradient ratios (their value_and_grad / their forward)",
+                    [(f"{c}: {p}", "forward", a, b) for c, p, a, b in peer_ratios])
     if args.json:
         out = [dict(case=c, peer=p, peer_us=a * 1e6, tracegrad_us=b * 1e6, ratio=b / a) for c, p, a, b in rows]
         out += [dict(case=c, peer="forward (cheap-gradient ratio)", peer_us=a * 1e6, tracegrad_us=b * 1e6,
                      ratio=b / a) for c, a, b in ratios]
+        out += [dict(case=c, peer=f"{p}: its own forward (cheap-gradient ratio)", peer_us=a * 1e6,
+                     peer_grad_us=b * 1e6, ratio=b / a) for c, p, a, b in peer_ratios]
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=1)
     return 0

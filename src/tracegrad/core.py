@@ -246,6 +246,9 @@ class Primitive:
             elif t is np.ndarray:
                 vals.append(a)
                 weak = False
+            elif isinstance(a, np.generic):  # a typed constant of a rule (strong)
+                vals.append(np.asarray(a))
+                weak = False
             else:
                 if isinstance(a, Tracer):
                     raise leaked_tracer_error(a, self)

@@ -65,8 +65,8 @@ def add_tangents(a, b):
         return b
     if type(b) is Zero:
         return a
-    from ..primitives import elementwise
-    return elementwise.add_any_p.bind(a, b)
+    # (the primitives import this module: look add_any up by name)
+    return core.registry["add_any"].bind(a, b)
 
 
 def linear_jvp(prim):

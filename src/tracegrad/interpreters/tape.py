@@ -85,7 +85,8 @@ class TapeTrace(core.Trace):
             return prim.eager(vals, params)
         if prim.vjp is not None:
             out = prim.eager(vals, params)
-            if not dtypes.is_float(out.dtype):
+            dt = out._meta.dtype
+            if dt.kind not in "fc" and not dtypes.is_float(dt):
                 return out
             # the rule runs eagerly (at the parent), without a set_trace object
             _ctx.trace = None

@@ -12,6 +12,7 @@ from ..primitives import shapes as S
 from ..primitives.linalg import canonicalize_precision, dot_general_p
 from ..primitives.reductions import reduce_sum_p
 from . import ufuncs
+from ..interpreters.tape import TapeTracer
 from ._util import asarray_value, check_axis, promote
 from .reductions import sum as _sum
 from .shape import moveaxis, stack
@@ -69,13 +70,24 @@ def _conj(x):
 def _fast_matmul(a, b):
     """Eager 2-D float @ 2-D float of one dtype: skip every generic step
     (the eager MLP hot path)."""
-    if core._ctx.trace is None and type(a) is Array and type(b) is Array:
-        va, vb = a._v, b._v
+    ta, tb = type(a), type(b)
+    taped = ta is TapeTracer or tb is TapeTracer  # eager grad: operands hold Arrays
+    if taped:
+        a_, b_ = (a.value if ta is TapeTracer else a), (b.value if tb is TapeTracer else b)
+    elif core._ctx.trace is None:
+        a_, b_ = a, b
+    else:
+        return None
+    if type(a_) is Array and type(b_) is Array:
+        va, vb = a_._v, b_._v
         if (va is not None and vb is not None and va.ndim == 2 and vb.ndim == 2
                 and va.dtype == vb.dtype and va.dtype.kind == "f" and va.dtype.itemsize >= 4
                 and va.shape[1] == vb.shape[0]):
-            return Array(va @ vb, a.weak and b.weak)
+            if taped:
+                return _dot(a, b, ((1,), (0,)))
+            return Array(va @ vb, a_.weak and b_.weak)
     return None
+
 
 
 # --------------------------------------------------------------------------

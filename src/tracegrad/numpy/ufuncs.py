@@ -35,6 +35,23 @@ def _fast_unary(prim, inexact):
     return f
 
 
+def _eager_with_scalar(impl, x, y):
+    """Eager strong float Array (f32/f64) with a Python float/int: the scalar
+    is weak and takes the array's dtype, which is how NumPy treats a Python
+    scalar next to a float array too, so NumPy computes it directly."""
+    if type(x) is Array:
+        a, s = x, y
+    elif type(y) is Array:
+        a, s = y, x
+    else:
+        return None
+    v = a._v
+    if (type(s) is not float and type(s) is not int) or v is None or a.weak \
+            or v.dtype.kind != "f" or v.dtype.itemsize < 4:
+        return None
+    return Array(impl(x._v if a is x else x, y._v if a is y else y))
+
+
 def _binary(prim, inexact=False):
     impl = prim.impl
     ctx = core._ctx
@@ -59,6 +76,10 @@ def _binary(prim, inexact=False):
             args = tape_operands(x, y, inexact)
             if args is not None:
                 return prim.bind(*args)
+        elif ctx.trace is None:
+            out = _eager_with_scalar(impl, x, y)
+            if out is not None:
+                return out
         args = promote_inexact(x, y) if inexact else promote(x, y)
         return prim.bind(*broadcast_arrays(*args))
     return f

@@ -87,10 +87,10 @@ def elementwise_batch(prim):
 
 def unbroadcast(ct, aval):
     """Sum a cotangent down to a rank-0 operand that was broadcast."""
-    from . import reductions
     ca = get_aval(ct)
     if ca.shape == aval.shape:
         return ct
+    from . import reductions
     return reductions.reduce_sum_p.bind(ct, axes=tuple(range(ca.ndim)))
 
 

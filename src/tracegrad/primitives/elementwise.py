@@ -12,6 +12,7 @@ from .. import dtypes
 from ..core import Primitive, ShapedArray, get_aval
 from ..interpreters import ad, lowering
 from ..interpreters.ad import Zero, instantiate, is_undefined
+from . import shapes
 from .common import const_like, elementwise_aval, elementwise_batch, unbroadcast
 
 
@@ -94,7 +95,6 @@ def _bcast_t(t, aval):
     """A tangent of a broadcast rank-0 operand, broadcast to the output."""
     if type(t) is Zero or get_aval(t).shape == aval.shape:
         return t
-    from . import shapes
     return shapes.broadcast_in_dim_p.bind(t, shape=aval.shape, broadcast_dimensions=())
 
 
@@ -222,7 +222,6 @@ add_any_p = _def("add_any", np.add, "linear", hlo.AddOp, linear=True,
 
 def _balanced_eq(x, z, y):
     """1 where x is the max/min (0.5 on ties), as JAX."""
-    from . import shapes
     a = get_aval(z)  # select_n's cases must have the predicate's shape when staged
     one, half, zero = (shapes.full(a.shape, v, a.dtype) for v in (1, 0.5, 0))
     return select(eq_p.bind(x, z), zero, select(eq_p.bind(y, z), one, half))
@@ -275,13 +274,11 @@ def _pow_jvp(primals, tangents):
 
 
 def _zeros_like(x):
-    from . import shapes
     a = get_aval(x)
     return shapes.full(a.shape, 0, a.dtype)
 
 
 def _ones_like(x):
-    from . import shapes
     a = get_aval(x)
     return shapes.full(a.shape, 1, a.dtype)
 
@@ -600,7 +597,6 @@ def _select_transpose(ct, pred, *cases):
 def _select_batch(args, dims):
     pred, *cases = args
     pdim, *cdims = dims
-    from . import shapes
     size = next(get_aval(a).shape[d] for a, d in zip(args, dims) if d is not None)
     cases_f = [instantiate_case(x, d, size) for x, d in zip(cases, cdims)]
     # cases now all (size, *ex) or unbatched scalars; make them full
@@ -701,7 +697,6 @@ clamp_p = Primitive("clamp", impl=lambda lo, x, hi: np.minimum(np.maximum(x, lo)
 
 
 def _clamp_batch(args, dims):
-    from . import shapes
     lo, x, hi = args
     size = next(get_aval(a).shape[d] for a, d in zip(args, dims) if d is not None)
     xa = get_aval(x)
