@@ -589,8 +589,9 @@ def jacfwd(f, argnums=0, has_aux=False, holomorphic=False, allow_int=False):
 
 
 def jacrev(f, argnums=0, has_aux=False, holomorphic=False, allow_int=False):
-    """Jacobian by reverse mode: linearize once, vmap the transpose over each
-    output leaf's basis. Same result structure as jacfwd."""
+    """Jacobian by reverse mode: one reverse pass (linearize, or eagerly a
+    tape), then vmap of its pullback over each output leaf's basis. Same
+    result structure as jacfwd."""
     @functools.wraps(f)
     def jacfun(*args, **kwargs):
         from .primitives import shapes
@@ -605,7 +606,7 @@ def jacrev(f, argnums=0, has_aux=False, holomorphic=False, allow_int=False):
             box.append((ot, len(ol), at))
             return ol + al
 
-        pouts, lin = ad.linearize_flat(flat_fun, leaves, fn_name=fun_name(f))
+        pouts, lin = tape.vjp_flat(flat_fun, leaves, fn_name=fun_name(f))
         out_tree, n_out, aux_tree = box[0]
         outs = pouts[:n_out]
         for o in outs:
