@@ -16,7 +16,7 @@ import tracegrad as tg
 import tracegrad.numpy as tnp
 from tracegrad import core
 from tracegrad.config import config
-from tracegrad.interpreters import tape
+from tracegrad.interpreters import ad, tape
 
 from oracle import assert_close
 from test_ad import TABLE, _prims, _rand_tangent, _sample
@@ -90,9 +90,24 @@ def test_every_direct_vjp_rule_is_exercised_by_the_table():
                 _prims(tg.make_jaxpr(e.tg)(*args).jaxpr, covered)
                 ct = jax.tree_util.tree_map(lambda o: _rand_tangent(np.random.default_rng(0), o), e.tg(*args))
                 _prims(tg.make_jaxpr(lambda *a: tg.vjp(e.tg, *a)[1](ct))(*args).jaxpr, covered)
-    with_rule = {n for n, p in core.registry.items() if p.vjp is not None}
+    # (zero-derivative primitives share ad.zero_vjp: their outputs are constants)
+    with_rule = {n for n, p in core.registry.items() if p.vjp not in (None, ad.zero_vjp)}
     assert with_rule, "no primitive has a direct vjp rule"
     assert not with_rule - covered, f"direct vjp rules not in the table: {sorted(with_rule - covered)}"
+
+
+def test_zero_derivative_primitives_stay_off_the_tape():
+    def f(x):
+        k = tnp.floor(x * 3.0) + tnp.sign(x) + tg.stop_gradient(x * x)
+        return tnp.sum(k * x)
+    x = np.array([-0.7, 0.2, 1.4])
+    pull = tape.vjp_flat(lambda x: [f(x)], [x])[1]
+    # x * 3.0 and x * x are recorded (their cotangents are never asked for),
+    # then k * x and the sum; floor, sign, stop_gradient and the adds of
+    # constants are not
+    assert len(pull.tape.entries) == 4
+    assert_close(tg.grad(f)(x), jax.grad(lambda x: jnp.sum((jnp.floor(x * 3.0) + jnp.sign(x)
+                                                            + jax.lax.stop_gradient(x * x)) * x))(x))
 
 
 def _mlp(params, x):

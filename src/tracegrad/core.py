@@ -199,8 +199,9 @@ class Primitive:
     vjp(needs, out, *args, **params) -> pullback(ct) -> list of cotangents
         (None where not needed): optional, a direct reverse rule for eager
         reverse mode (interpreters/tape.py), derived from the rules above;
-        the pullback keeps only what it needs. Primitives without one are
-        linearized there instead.
+        the pullback keeps only what it needs. It may return None (zero
+        derivative: out is a constant) or NotImplemented (linearize this
+        application instead). Primitives without one are linearized.
     """
 
     # rules every primitive must have; `coverage()` reports them

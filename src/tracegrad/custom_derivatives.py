@@ -768,6 +768,7 @@ stop_gradient_p = Primitive(
     "stop_gradient", impl=lambda x: x, abstract_eval=lambda x: x, jvp=_sg_jvp,
     batch=lambda args, dims: (stop_gradient_p.bind(args[0]), dims[0]),
     lower=lambda ctx, x: [x])
+stop_gradient_p.vjp = ad.zero_vjp
 
 
 def stop_gradient(x):

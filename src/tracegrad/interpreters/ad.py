@@ -136,11 +136,19 @@ def transpose_vjp(prim, each=False):
 
 
 def zero_jvp(prim):
-    """jvp of a primitive with zero derivative (comparisons, floor, argmax...)."""
+    """jvp of a primitive with zero derivative (comparisons, floor, argmax...);
+    sets the matching reverse rule for the eager tape too."""
     def jvp(primals, tangents, **params):
         out = prim.bind(*primals, **params)
         return out, _zero_out(prim, out)
+    prim.vjp = zero_vjp
     return jvp
+
+
+def zero_vjp(needs, out, *args, **params):
+    """Reverse rule of a primitive with zero derivative: None tells the eager
+    tape that the output is a constant."""
+    return None
 
 
 # --------------------------------------------------------------------------

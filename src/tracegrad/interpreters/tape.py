@@ -94,6 +94,10 @@ class TapeTrace(core.Trace):
                 pullback = prim.vjp([s is not None for s in slots], out, *vals, **params)
             finally:
                 _ctx.trace = self
+            if pullback is None:  # zero derivative
+                return out
+            if pullback is NotImplemented:
+                return self._linearized(prim, vals, slots, params)
             slot = self.n_slots
             self.n_slots = slot + 1
             self.entries.append((slot, 1, pullback, slots))

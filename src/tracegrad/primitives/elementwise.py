@@ -466,7 +466,16 @@ def _abs_jvp(primals, tangents):
     return abs_p.bind(x), select(ge_p.bind(x, c(x, 0)), neg(t), t)
 
 
+def _abs_vjp(needs, out, x):
+    """The transpose of _abs_jvp's real case; complex abs is linearized."""
+    if dtypes.is_complex(get_aval(x).dtype):
+        return NotImplemented
+    pos = ge_p.bind(x, c(x, 0))
+    return lambda ct: [select(pos, neg(ct), ct)]
+
+
 abs_p = _def("abs", np.abs, _abs_jvp, hlo.AbsOp, kinds="fi")
+abs_p.vjp = _abs_vjp
 sign_p = _def("sign", np.sign, "zero", hlo.SignOp, kinds="fi")
 floor_p = _def("floor", np.floor, "zero", hlo.FloorOp, kinds="f")
 ceil_p = _def("ceil", np.ceil, "zero", hlo.CeilOp, kinds="f")
