@@ -260,6 +260,64 @@ def test_dot_general_transpose_is_a_dot():
     assert set(names) <= {"dot_general", "transpose", "broadcast_in_dim"}
 
 
+@pytest.mark.parametrize("dtype", [np.float32, F64, np.complex64, np.complex128, np.int32])
+@pytest.mark.parametrize("shape", [(3, 128, 5), (4, 16, 600), (2, 130, 1), (3, 7, 9), (1, 200, 50),
+                                   (8, 256, 520)])
+def test_batched_outer_products(dtype, shape):
+    """Batched dot_generals with nothing contracted (per-example weight
+    gradients under vmap): large blocks take one BLAS call per example,
+    small ones a broadcast multiply; both match JAX, on contiguous and
+    strided operands, with the batch axis anywhere in the output."""
+    rng = np.random.default_rng(7)
+    b, m, n = shape
+    dn = (((), ()), ((), ()))
+    tf = lambda a, c: dot_general(a, c, dn)  # noqa: E731
+    jf = lambda a, c: jax.lax.dot_general(a, c, dn)  # noqa: E731
+    x, y = _rand(rng, (b, m), dtype), _rand(rng, (n, b), dtype)
+    out = tg.vmap(tf, in_axes=(0, 1))(x, y)
+    ref = jax.vmap(jf, in_axes=(0, 1))(x, y)
+    assert out.dtype == ref.dtype and out.shape == ref.shape
+    oracle.assert_close(out, ref)
+    oracle.assert_close(tg.vmap(tf, in_axes=(0, 1), out_axes=2)(x, y),
+                        jax.vmap(jf, in_axes=(0, 1), out_axes=2)(x, y))
+    # the impl directly, with two dot batch axes: the products (exactly, for
+    # reals; BLAS may fuse the complex multiply-adds)
+    lhs, rhs = x.T[None].repeat(2, 0), y[None].repeat(2, 0)  # (2, m, b), (2, n, b)
+    direct = dot_general_p.impl(lhs, rhs, (((), ()), ((0, 2), (0, 2))))
+    expect = lhs.transpose(0, 2, 1)[:, :, :, None] * rhs.transpose(0, 2, 1)[:, :, None, :]
+    assert direct.dtype == expect.dtype and direct.shape == expect.shape
+    if np.dtype(dtype).kind == "c":
+        np.testing.assert_allclose(direct, expect, rtol=1e-6)
+    else:
+        np.testing.assert_array_equal(direct, expect)
+
+
+def test_large_outer_results_start_on_a_huge_page():
+    from tracegrad.primitives.linalg import _empty_huge_aligned
+    for shape, dt in [((8, 256, 520), np.float32), ((3, 1000, 1000), np.complex128), ((5, 7), F64)]:
+        out = _empty_huge_aligned(shape, dt)
+        assert out.shape == shape and out.dtype == dt and out.flags.c_contiguous and out.flags.writeable
+        if out.nbytes >= 1 << 22:
+            assert out.ctypes.data % (1 << 21) == 0
+        out[...] = 1  # the whole result is writable memory
+        assert out.sum() == out.size
+
+
+def test_weight_cotangent_needs_no_transpose():
+    """The cotangent of W in h @ W is dot(h, g) in W's axis order: no
+    transpose, and per-example weight gradients come out C-contiguous."""
+    rng = np.random.default_rng(8)
+    h, w = rng.standard_normal((6, 300)).astype(np.float32), rng.standard_normal((300, 20)).astype(np.float32)
+    closed = tg.make_jaxpr(lambda a, b: tg.vjp(lambda u: tnp.matmul(a, u), b)[1](
+        np.ones((6, 20), np.float32)))(h, w)
+    assert [e.primitive.name for e in closed.jaxpr.eqns] == ["dot_general"]
+    f = lambda wt, x: tnp.sum(tnp.tanh(tnp.matmul(x, wt)))  # noqa: E731
+    g = lambda wt, x: jnp.sum(jnp.tanh(jnp.matmul(x, wt)))  # noqa: E731
+    out = tg.vmap(tg.grad(f), (None, 0))(w, h)
+    assert np.asarray(out).flags.c_contiguous
+    oracle.assert_close(out, jax.vmap(jax.grad(g), (None, 0))(w, h))
+
+
 def test_eager_matmul_fast_path():
     rng = np.random.default_rng(3)
     a = tnp.asarray(rng.standard_normal((8, 5)).astype(np.float32))
@@ -268,6 +326,14 @@ def test_eager_matmul_fast_path():
     assert type(out) is tg.core.Array and out.dtype == np.float32 and not out.weak
     np.testing.assert_allclose(np.asarray(out), np.asarray(a) @ np.asarray(b), rtol=1e-6)
     assert dot_general_p.impl(np.asarray(a), np.asarray(b), (((1,), (0,)), ((), ()))).dtype == np.float32
+    # a contraction of length 1 (an outer product, e.g. a weight gradient of
+    # a batch of one), plain and transposed, real and integer
+    for dt in (np.float32, np.int32):
+        u, v = np.arange(8, dtype=dt).reshape(8, 1), np.arange(1, 4, dtype=dt).reshape(1, 3)
+        out = dot_general_p.impl(u, v, (((1,), (0,)), ((), ())))
+        assert out.dtype == dt
+        np.testing.assert_array_equal(out, u * v)
+        np.testing.assert_array_equal(dot_general_p.impl(u.T, v, (((0,), (0,)), ((), ()))), u * v)
     # numpy on the left defers to the tracegrad array
     assert type(np.asarray(a) @ b) is tg.core.Array
 

@@ -58,21 +58,28 @@ def elementwise_batch(prim):
     def rule(args, dims, **params):
         if len(args) == 1:
             return prim.bind(args[0], **params), dims[0]
+        shapes = [get_aval(a).shape for a in args]
+        d0 = dims[0]
+        if d0 is not None and all(d == d0 for d in dims) and all(s == shapes[0] for s in shapes):
+            # the common case (every operand batched alike): no moves at all
+            return prim.bind(*args, **params), d0
         size = batching.axis_size_of(args, dims)
         ex_shape = ()
-        for a, d in zip(args, dims):
-            s = get_aval(a).shape
+        for s, d in zip(shapes, dims):
             s = s if d is None else s[:d] + s[d + 1:]
             if s != ():
                 ex_shape = s
         full = (size,) + ex_shape
         out = []
-        for a, d in zip(args, dims):
-            if d is None and get_aval(a).shape == ():
+        for a, s, d in zip(args, shapes, dims):
+            if d is None and s == ():
                 out.append(a)
                 continue
-            a = batching.moveaxis(a, d, 0) if d is not None else a
-            shape = get_aval(a).shape
+            if d is not None and d != 0:
+                a = batching.moveaxis(a, d, 0)
+                shape = get_aval(a).shape
+            else:
+                shape = s
             if shape != full:
                 if d is None:
                     dims_ = tuple(range(1 + len(ex_shape) - len(shape), 1 + len(ex_shape)))
