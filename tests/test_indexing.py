@@ -199,6 +199,29 @@ def test_getitem_hypothesis(problem):
     assert_close(tnp.asarray(x).at[idx].add(1.0), ref_u, what="at.add " + repr(idx))
 
 
+@given(index_problems(), st.sampled_from([np.int64, np.int32, np.int8, np.uint8]))
+def test_getitem_cached_plans_match_general_path(problem, dt):
+    """x[idx] takes cached plans for static and concrete-integer-array
+    indices; they must give what the general path (_take) gives: values,
+    dtype, weak type, and the same traced program."""
+    from tracegrad.numpy import indexing as tix
+    shape, idx = problem
+    if not _indexable(shape, idx):
+        return
+    if dt == np.uint8:  # (non-negative values only)
+        idx = tuple(np.abs(i) if isinstance(i, np.ndarray) else i for i in idx)
+    idx = tuple(i.astype(dt) if isinstance(i, np.ndarray) else i for i in idx)
+    x0 = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    for x in (tnp.asarray(x0), tnp.asarray(2) * tnp.ones(shape, dtype=np.int32),
+              tnp.broadcast_to(tnp.asarray(1.5), shape)):  # (weak-typed)
+        fast, slow = x[idx], tix._take(x, idx)
+        np.testing.assert_array_equal(np.asarray(fast), np.asarray(slow))
+        assert core.get_aval(fast) == core.get_aval(slow), (idx, core.get_aval(fast))
+        assert str(tg.make_jaxpr(lambda a: a[idx])(x)) == \
+            str(tg.make_jaxpr(lambda a: tix._take(a, idx))(x))
+    assert_close(tnp.asarray(x0)[idx], jnp.asarray(x0)[idx], what=repr(idx))
+
+
 # --------------------------------------------------------------------------
 # x.at[idx]
 
@@ -557,6 +580,79 @@ def test_scatter_primitives(case, mode):
                                            unique_indices=unique), args, in_axes=axes)
         check_lowering(tg.vmap(lambda x, i, u: op(x, i, u, dn, mode=mode, unique_indices=unique)),
                        (bx, bi, bu))
+
+
+# ---- the eager NumPy fast path (plain integer-array indexing) against JAX
+# and against the general window-grid path it short-cuts
+
+@st.composite
+def numpy_like_gathers(draw):
+    """Operand, indices and dnums of a gather that is NumPy integer-array
+    indexing: some axes (any order) indexed with windows of 1 and collapsed,
+    the others whole; indices out of range, negative, of several dtypes."""
+    ndim = draw(st.integers(1, 4))
+    shape = tuple(draw(st.lists(st.integers(0, 4), min_size=ndim, max_size=ndim)))
+    k = draw(st.integers(1, ndim))
+    imap = tuple(draw(st.permutations(range(ndim)))[:k])
+    # (an indexed axis needs an element; the others may be empty)
+    shape = tuple(max(n, 1) if d in imap else n for d, n in enumerate(shape))
+    bshape = tuple(draw(st.lists(st.integers(0, 3), min_size=0, max_size=2)))
+    dt = draw(st.sampled_from([np.int64, np.int32, np.int8, np.uint8]))
+    lo = 0 if dt == np.uint8 else -6
+    vals = draw(st.lists(st.integers(lo, 6), min_size=int(np.prod(bshape)) * k,
+                         max_size=int(np.prod(bshape)) * k))
+    idx = A(vals, dtype=dt).reshape(bshape + (k,))
+    nb = len(bshape)
+    out_rank = nb + ndim - k
+    offset = tuple(sorted(draw(st.permutations(range(out_rank)))[:ndim - k]))
+    dn = GDN(offset, tuple(sorted(imap)), imap)
+    sizes = tuple(1 if d in imap else shape[d] for d in range(ndim))
+    return shape, idx, dn, sizes
+
+
+@given(numpy_like_gathers(), st.sampled_from(MODES))
+def test_gather_scatter_numpy_fast_path(problem, mode):
+    shape, idx, dn, sizes = problem
+    x = rand(*shape)
+    assert I._numpy_take_layout(shape, dn.start_index_map, dn.collapsed_slice_dims, (),
+                                sizes, dn.offset_dims, idx.ndim - 1) is not None
+    params = dict(dimension_numbers=dn, slice_sizes=sizes, mode=I.canonical_mode(mode, None),
+                  fill_value=None, indices_are_sorted=False, unique_indices=False)
+    fast = I._gather_impl(x, idx, **params)
+    slow_fn, I._gather_numpy = I._gather_numpy, lambda *a: None
+    try:
+        slow = I._gather_impl(x, idx, **params)
+    finally:
+        I._gather_numpy = slow_fn
+    np.testing.assert_array_equal(fast, slow)
+    assert fast.dtype == slow.dtype and fast.shape == slow.shape
+    assert_close(I.gather(x, idx, dn, sizes, mode=mode),
+                 lax.gather(x, idx, _lax_gdn(dn), sizes, mode=mode))
+    # the transposed scatters, through the same fast path
+    sdn = I._as_scatter_dnums(dn)
+    u = rand(*fast.shape)
+    for name, jop in SCATTERS:
+        if name == "scatter" and len(np.unique(idx.reshape(-1, idx.shape[-1]), axis=0)) < \
+                int(np.prod(idx.shape[:-1])):
+            continue  # repeated targets: the winner is backend-defined
+        op = getattr(I, name)
+        sparams = dict(dimension_numbers=sdn, mode=I.canonical_mode(mode, None),
+                       indices_are_sorted=False, unique_indices=False)
+        impl = getattr(I, name + "_p").impl
+        fast = impl(x, idx, u, **sparams)
+        slow_fn, I._scatter_numpy = I._scatter_numpy, lambda *a: None
+        try:
+            slow = impl(x, idx, u, **sparams)
+        finally:
+            I._scatter_numpy = slow_fn
+        np.testing.assert_allclose(fast, slow, rtol=1e-14, atol=0, err_msg=name)
+        if name != "scatter_add":
+            continue  # (JAX agreement of the general path: test_scatter_primitives)
+        win = I._scatter_window_sizes(len(shape), sdn, u.shape)
+        upper = A([shape[d] - win[d] for d in sdn.scatter_dims_to_operand_dims], np.int64)
+        jidx = np.clip(idx.astype(np.int64), 0, upper) if mode == "clip" else idx
+        assert_close(op(x, idx, u, sdn, mode=mode), jop(x, jidx, u, _lax_sdn(sdn), mode=mode),
+                     what=name)
 
 
 def test_dynamic_slice_primitive():

@@ -12,10 +12,16 @@ take_along_axis, put_along_axis, nonzero, argwhere, flatnonzero.
 
 `x.at[idx].op(v)` is a scatter built from the same index analysis; out of
 bounds updates are dropped by default (mode="drop").
+
+The index analysis is pure Python; for the common indices it is cached per
+index structure (x's shape and the index's ints, slices, None, Ellipsis, and
+the shapes/dtypes of concrete integer arrays), so eager x[idx] only
+normalizes the index values and binds the primitives.
 """
 from __future__ import annotations
 
 import operator
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -215,19 +221,44 @@ def _is_concrete(v):
     return not isinstance(v, Tracer)
 
 
+_INT_BOUNDS = {}
+
+
+def _int_bounds(dt):
+    b = _INT_BOUNDS.get(dt)
+    if b is None:
+        info = np.iinfo(dt)
+        b = _INT_BOUNDS[dt] = (int(info.min), int(info.max))
+    return b
+
+
+def _normalize_concrete(a, src, n, dt, wrap):
+    """_normalize_array of a NumPy value `a` of (aval) dtype `src`. The
+    min/max checks skip the passes that would change nothing."""
+    if a.dtype.kind not in "iu":  # NumPy's object array of a Python int beyond 64 bits
+        raise OverflowError(f"Python int {a} too large to convert to int64 (as an index)")
+    if src.kind == "i":
+        lo, hi = _int_bounds(a.dtype)
+        mn = a.min() if a.size else 0
+        # (an axis length that does not fit the index dtype: NumPy raises, as JAX)
+        if wrap and (mn < 0 or not lo <= n <= hi):
+            a = np.where(a < 0, a + n, a)
+            mn = None
+        # out-of-range values saturate (only a wider signed type can have them)
+        if a.dtype.itemsize > dt.itemsize and a.size:
+            dlo, dhi = _int_bounds(dt)
+            if mn is None or mn < dlo or a.max() > dhi:
+                a = np.minimum(np.maximum(a, dlo), dhi)
+    a = a.astype(dt)
+    return a[()] if a.ndim == 0 else a  # a NumPy scalar: a jaxpr literal
+
+
 def _normalize_array(v, n, dt, wrap):
     """An integer index array/scalar -> index dtype dt, negatives counted from
     the end (when `wrap`). Concrete values are computed with NumPy."""
     src = get_aval(v).dtype
     if _is_concrete(v):
-        a = np.asarray(v)
-        if wrap and src.kind == "i":
-            a = np.where(a < 0, a + n, a)
-        if a.dtype != dt and src.kind == "i":  # out-of-range values saturate
-            info = np.iinfo(dt)
-            a = np.clip(a, info.min, info.max)
-        a = a.astype(dt)
-        return a[()] if a.ndim == 0 else a  # a NumPy scalar: a jaxpr literal
+        return _normalize_concrete(np.asarray(v), src, n, dt, wrap)
     v = ew.convert(v, dt)
     if wrap and src.kind == "i":
         v = ix.wrap_negative_index(v, n)
@@ -394,14 +425,25 @@ def _with_newaxes(y, newaxis_dims):
     return S.reshape(y, tuple(shp))
 
 
-def _static_or_dynamic(x, entries, wrap):
-    """Try x[idx] with slice (static) or dynamic_slice; None if the index
-    needs a gather."""
+class _SlicePlan(NamedTuple):
+    """x[idx] as slice (or dynamic_slice) -> rev -> squeeze -> new axes."""
+    dynamic: bool
+    starts: tuple          # ints; for dynamic, index values where arrays index
+    sizes: tuple
+    limits: tuple          # (static) the slice's limit indices
+    strides: tuple
+    rev_axes: tuple
+    squeeze_axes: tuple
+    newaxis: tuple
+
+
+def _slice_plan(shape, entries, wrap):
+    """The _SlicePlan of an index without integer arrays (scalar arrays
+    allowed: dynamic_slice), or None if it needs a gather."""
     if any(e.kind in (_BOOL,) or (e.kind == _ARRAY and get_aval(e.value).ndim > 0)
            for e in entries):
         return None
     dynamic = any(e.kind == _ARRAY for e in entries)
-    shape = get_aval(x).shape
     entries = _expand_ellipsis(entries, len(shape))
     if dynamic and any(e.kind == _SLICE and _static_int(e.value.step, "step") not in (None, 1, -1)
                        for e in entries):
@@ -434,23 +476,37 @@ def _static_or_dynamic(x, entries, wrap):
         strides.append(abs(step))
         if step < 0:
             rev_axes.append(axis)
-    if dynamic:
+    limits = () if dynamic else tuple(a + (k - 1) * s + 1 if k else a
+                                      for a, k, s in zip(starts, sizes, strides))
+    return _SlicePlan(dynamic, tuple(starts), tuple(sizes), limits, tuple(strides),
+                      tuple(rev_axes), tuple(squeeze_axes), tuple(newaxis))
+
+
+def _apply_slice_plan(x, plan, wrap):
+    if plan.dynamic:
+        shape = get_aval(x).shape
         dt = _index_dtype(shape)
         st = []
-        for s, n in zip(starts, shape):
+        for s, n in zip(plan.starts, shape):
             if isinstance(s, int):
                 st.append(np.asarray(s, dt)[()])
             else:
                 st.append(_normalize_array(s, n, dt, wrap))
-        y = ix.dynamic_slice_p.bind(x, *st, slice_sizes=tuple(sizes))
+        y = ix.dynamic_slice_p.bind(x, *st, slice_sizes=plan.sizes)
     else:
-        y = S.static_slice(x, starts, [a + (k - 1) * s + 1 if k else a
-                                       for a, k, s in zip(starts, sizes, strides)], strides)
-    if rev_axes:
-        y = S.rev(y, rev_axes)
-    if squeeze_axes:
-        y = S.squeeze_p.bind(y, dimensions=tuple(squeeze_axes))
-    return _with_newaxes(y, newaxis)
+        y = S.static_slice(x, plan.starts, plan.limits, plan.strides)
+    if plan.rev_axes:
+        y = S.rev(y, plan.rev_axes)
+    if plan.squeeze_axes:
+        y = S.squeeze_p.bind(y, dimensions=plan.squeeze_axes)
+    return _with_newaxes(y, plan.newaxis)
+
+
+def _static_or_dynamic(x, entries, wrap):
+    """Try x[idx] with slice (static) or dynamic_slice; None if the index
+    needs a gather."""
+    plan = _slice_plan(get_aval(x).shape, entries, wrap)
+    return None if plan is None else _apply_slice_plan(x, plan, wrap)
 
 
 def _take(x, idx, *, mode=None, fill_value=None, indices_are_sorted=False,
@@ -482,7 +538,141 @@ def _take(x, idx, *, mode=None, fill_value=None, indices_are_sorted=False,
     return _with_newaxes(y, plan.newaxis_dims)
 
 
+# ---- x[idx] with concrete integer arrays: the plan (dnums, slice sizes,
+# output axes) depends only on the index's structure -- x's shape, the
+# arrays' shapes and dtypes, the ints, where the `:` / None / ... sit -- so it
+# is computed once per structure by _gather_plan on stand-in arrays and
+# cached; each call only normalizes and stacks the index values.
+
+_FULL = "full slice"
+
+
+def _array_index_key(idx):
+    """(structure key, index arrays) for an index made of concrete integer
+    arrays (at least one with an axis), ints, `:`, None and Ellipsis; None for
+    anything else (those take the general path)."""
+    items = idx if type(idx) is tuple else (idx,)
+    key, arrays, has_axis = [], [], False
+    for i in items:
+        t = type(i)
+        if t is np.ndarray or t is Array:
+            a = i if t is np.ndarray else i.value
+            if a.dtype.kind not in "iu":
+                return None
+            key.append((a.shape, a.dtype))
+            arrays.append(a)
+            has_axis = has_axis or a.ndim > 0
+        elif t is int and -2 ** 63 <= i < 2 ** 63:  # (an int64, as the general path reads it)
+            key.append(i)
+        elif i is None or i is Ellipsis:
+            key.append(i)
+        elif t is slice and i.start is None and i.stop is None and i.step in (None, 1):
+            key.append(_FULL)
+        else:
+            return None
+    return (tuple(key), arrays) if has_axis else None
+
+
+@lru_cache(maxsize=512)
+def _cached_array_plan(shape, key):
+    """The structural part of _gather_plan for an _array_index_key, its index
+    pieces in order, the index dtype and the indices' shape; None when the
+    result is empty (the general path makes the zeros)."""
+    stand_in = tuple(np.zeros(k[0], k[1]) if type(k) is tuple else
+                     slice(None) if k is _FULL else k for k in key)
+    entries = _parse(stand_in, shape)
+    contiguous = _advanced_contiguous(entries)
+    plan = _gather_plan(shape, entries, True, contiguous)
+    if 0 in plan.slice_shape:
+        return None
+    dt = _index_dtype(shape)
+    ints = [e for e in _expand_ellipsis(entries, len(shape)) if e.kind in (_INT, _ARRAY)]
+    # the index pieces, in _gather_plan's order: (array number, axis length), or
+    # (None, normalized value) for an int
+    order, k = [], 0
+    for e in ints:
+        n = shape[e.axes[0]]
+        if e.kind == _ARRAY:
+            order.append((k, n))
+            k += 1
+        else:
+            order.append((None, _normalize_concrete(np.asarray(e.value), dtypes.int64, n, dt,
+                                                    True)))
+    return plan._replace(indices=None), tuple(order), dt, np.shape(plan.indices)
+
+
+def _fast_array_getitem(x, idx):
+    """x[idx] for the indices _array_index_key accepts, with a cached plan;
+    None when the index is of another kind."""
+    found = _array_index_key(idx)
+    if found is None:
+        return None
+    key, arrays = found
+    shape = get_aval(x).shape
+    try:
+        cached = _cached_array_plan(shape, key)
+    except (IndexError, TypeError):
+        return None  # (the general path raises the user-facing error)
+    if cached is None:
+        return None
+    plan, order, dt, ishape = cached
+    if len(order) == 1:
+        a = arrays[0]
+        indices = _normalize_concrete(a, a.dtype, order[0][1], dt, True)[..., None]
+    else:  # the pieces broadcast into the index vector's components
+        indices = np.empty(ishape, dt)
+        for j, (k, v) in enumerate(order):
+            if k is not None:  # an array (else v is an int's normalized value)
+                a = arrays[k]
+                v = _normalize_concrete(a, a.dtype, v, dt, True)
+            indices[..., j] = v
+    y = ix.gather_p.bind(x, indices, dimension_numbers=plan.dnums,
+                         slice_sizes=plan.gather_slice_sizes, mode=ix.PROMISE_IN_BOUNDS,
+                         fill_value=None, indices_are_sorted=plan.sorted,
+                         unique_indices=plan.unique)
+    return _with_newaxes(y, plan.newaxis_dims)
+
+
+# ---- x[idx] with ints, static slices, None and Ellipsis only: the whole
+# _SlicePlan is static, cached per (shape, index).
+
+
+def _static_index_key(idx):
+    """A hashable form of an index of Python ints, slices of ints/None, None
+    and Ellipsis (slices as tuples); None for anything else."""
+    items = idx if type(idx) is tuple else (idx,)
+    key = []
+    for i in items:
+        t = type(i)
+        if t is int or i is None or i is Ellipsis:
+            key.append(i)
+        elif t is slice and all(type(v) is int or v is None for v in (i.start, i.stop, i.step)):
+            key.append((i.start, i.stop, i.step))
+        else:
+            return None
+    return tuple(key)
+
+
+@lru_cache(maxsize=1024)
+def _cached_slice_plan(shape, key):
+    idx = tuple(slice(*k) if type(k) is tuple else k for k in key)
+    return _slice_plan(shape, _parse(idx, shape), True)
+
+
 def getitem(x, idx):
+    if type(x) is Array or isinstance(x, Tracer):
+        key = _static_index_key(idx)
+        if key is not None:
+            try:
+                plan = _cached_slice_plan(get_aval(x).shape, key)
+            except (IndexError, TypeError, ValueError):
+                plan = None  # (the general path raises the user-facing error)
+            if plan is not None:
+                return _apply_slice_plan(x, plan, True)
+        else:
+            y = _fast_array_getitem(x, idx)
+            if y is not None:
+                return y
     return _take(x, idx)
 
 

@@ -910,17 +910,15 @@ def _i32(v):
     return lowering.constant(np.asarray(v, np.int32))
 
 
-def _index_in_dim(x, aval, idx):
-    """x[idx] along the leading axis (idx: i32 scalar value)."""
-    zero = _i32(0)
+def _index_in_dim(x, aval, idx, zero):
+    """x[idx] along the leading axis (idx, zero: i32 scalar values)."""
     sizes = [1] + list(aval.shape[1:])
     sl = hlo.DynamicSliceOp(x, [idx] + [zero] * (len(aval.shape) - 1), sizes).result
     return hlo.ReshapeOp(lowering.ir_type(aval.update(shape=tuple(aval.shape[1:]))), sl).result
 
 
-def _update_in_dim(buf, aval, y, idx):
+def _update_in_dim(buf, aval, y, idx, zero):
     """buf[idx] = y along the leading axis."""
-    zero = _i32(0)
     y1 = hlo.ReshapeOp(lowering.ir_type(aval.update(shape=(1,) + tuple(aval.shape[1:]))), y).result
     return hlo.DynamicUpdateSliceOp(buf, y1, [idx] + [zero] * (len(aval.shape) - 1)).result
 
@@ -939,10 +937,11 @@ def _scan_lower(ctx, *args, jaxpr, length, num_carry, num_consts, reverse, unrol
     def step(i, carry, ys):
         """One iteration at step counter i (an i32 scalar value)."""
         idx = hlo.SubtractOp(_i32(length - 1), i).result if reverse else i
-        xsl = [_index_in_dim(x, a, idx) for x, a in zip(xs, x_avals)]
+        zero = _i32(0)  # the start of every other axis: one constant per step
+        xsl = [_index_in_dim(x, a, idx, zero) for x, a in zip(xs, x_avals)]
         outs = ctx.lower_sub_jaxpr(jaxpr, *consts, *carry, *xsl)
         carry, y = outs[:num_carry], outs[num_carry:]
-        ys = [_update_in_dim(b, a, v, idx) for b, a, v in zip(ys, y_avals, y)]
+        ys = [_update_in_dim(b, a, v, idx, zero) for b, a, v in zip(ys, y_avals, y)]
         return carry, ys
 
     n_loop = (length // u) * u  # steps run inside the rolled loop

@@ -21,6 +21,7 @@ vmap uses when both the operand and the indices carry a batch axis.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -145,6 +146,52 @@ def _window_grids(starts, sizes):
 
 def _batch_positions(out_rank, offset_dims):
     return [p for p in range(out_rank) if p not in offset_dims]
+
+
+@lru_cache(maxsize=1024)
+def _numpy_take_layout(shape, index_map, collapsed, batching, sizes, window_dims, nb):
+    """Is this gather (or scatter) plain NumPy integer-array indexing --
+    every indexed axis collapsed to a window of 1, every other axis taken
+    whole, no batching axes? Then operand[key], with the index columns on the
+    indexed axes and `:` elsewhere, reads (or addresses) the same elements,
+    in NumPy's layout: the non-indexed axes in order with the nb index batch
+    axes as one block at position `p` (the first indexed axis when they are
+    adjacent, else the front). Returns (p, perm, inverse): perm takes the
+    gather's output layout (window_dims = offset / update window axes) to
+    NumPy's (np.transpose(gathered, perm)), inverse back (both None when
+    they are the identity); None for any other gather."""
+    r = len(shape)
+    if batching or not index_map or len(set(index_map)) != len(index_map) \
+            or sorted(index_map) != sorted(collapsed) or len(sizes) != r:
+        return None
+    for d in range(r):
+        if d in index_map:
+            if sizes[d] != 1 or shape[d] == 0:
+                return None
+        elif sizes[d] != shape[d]:
+            return None
+    nrest = r - len(index_map)
+    if len(window_dims) != nrest:
+        return None
+    lo = min(index_map)
+    p = lo if sorted(index_map) == list(range(lo, lo + len(index_map))) else 0
+    out_rank = nb + nrest
+    batch_pos = _batch_positions(out_rank, window_dims)
+    # NumPy's axis t holds: rest axis t (t < p), batch axis t - p, rest axis t - nb
+    perm = [window_dims[t] if t < p else batch_pos[t - p] if t < p + nb else window_dims[t - nb]
+            for t in range(out_rank)]
+    if perm == list(range(out_rank)):
+        return p, None, None
+    return p, tuple(perm), tuple(int(i) for i in np.argsort(perm))
+
+
+def _index_columns(indices, wide=True):
+    """The index vector's components as NumPy index arrays, read as int64 as
+    the general path does (uint64 beyond int64 wraps to negative); with
+    wide=False other integer types stay (NumPy indexes with them as is)."""
+    if indices.dtype != np.int64 and (wide or indices.dtype == np.uint64):
+        indices = indices.astype(np.int64)
+    return [indices[..., k] for k in range(indices.shape[-1])]
 
 
 def _scatter_window_sizes(rank, dn, updates_shape):
@@ -418,6 +465,10 @@ def _gather_impl(operand, indices, *, dimension_numbers, slice_sizes, mode, fill
     if not _is_int(indices.dtype):  # eager calls skip abstract_eval
         raise TypeError("invalid indices")
     dn = dimension_numbers
+    if mode != FILL_OR_DROP and indices.ndim >= 1 and indices.size:
+        out = _gather_numpy(operand, indices, dn, slice_sizes)
+        if out is not None:
+            return out
     bshape = indices.shape[:-1]
     nb = len(bshape)
     starts = _full_starts(operand.shape, indices, dn.start_index_map, dn.operand_batching_dims,
@@ -447,6 +498,27 @@ def _gather_impl(operand, indices, *, dimension_numbers, slice_sizes, mode, fill
         fill = _default_fill(operand.dtype) if fill_value is None else fill_value
         mask = np.transpose(valid.reshape(bshape + (1,) * len(dn.offset_dims)), src)
         out = np.where(mask, out, np.asarray(fill, operand.dtype))
+    return np.asarray(out, operand.dtype)
+
+
+def _gather_numpy(operand, indices, dn, slice_sizes):
+    """Clamped gather by NumPy fancy indexing, when the gather is plain
+    integer-array indexing (see _numpy_take_layout); None otherwise."""
+    nb = indices.ndim - 1
+    lay = _numpy_take_layout(operand.shape, dn.start_index_map, dn.collapsed_slice_dims,
+                             dn.operand_batching_dims, tuple(slice_sizes), dn.offset_dims, nb)
+    if lay is None:
+        return None
+    if indices.shape[-1] == 1:  # np.take clamps into [0, n - 1] itself, as XLA's gather
+        col = _index_columns(indices, wide=False)[0]
+        out = np.take(operand, col, axis=dn.start_index_map[0], mode="clip")
+    else:
+        key = [slice(None)] * operand.ndim
+        for c, d in zip(_index_columns(indices), dn.start_index_map):
+            key[d] = np.minimum(np.maximum(c, 0), operand.shape[d] - 1)
+        out = operand[tuple(key)]
+    if lay[2] is not None:
+        out = np.transpose(out, lay[2])
     return np.asarray(out, operand.dtype)
 
 
@@ -647,6 +719,10 @@ def _scatter_impl(name):
                 operand.dtype == dtypes.bool_ and name in ("scatter_add", "scatter_mul")):
             raise TypeError("invalid operands")
         dn = dimension_numbers
+        if indices.ndim >= 1 and indices.size:
+            out = _scatter_numpy(combine, operand, indices, updates, dn, mode)
+            if out is not None:
+                return out
         bshape = indices.shape[:-1]
         r = operand.ndim
         win = _scatter_window_sizes(r, dn, updates.shape)
@@ -671,6 +747,43 @@ def _scatter_impl(name):
         combine(out, tuple(g[m] for g in grids), upd[m])
         return out
     return impl
+
+
+def _scatter_numpy(combine, operand, indices, updates, dn, mode):
+    """The scatter by NumPy fancy indexing, when it is plain integer-array
+    indexing (see _numpy_take_layout); None otherwise. Out-of-range indices
+    are clamped (clip) or their updates dropped (the other modes)."""
+    nb = indices.ndim - 1
+    if updates.ndim != nb + len(dn.update_window_dims):
+        return None
+    win = _scatter_window_sizes(operand.ndim, dn, updates.shape)
+    lay = _numpy_take_layout(operand.shape, dn.scatter_dims_to_operand_dims,
+                             dn.inserted_window_dims, dn.operand_batching_dims, win,
+                             dn.update_window_dims, nb)
+    if lay is None:
+        return None
+    p, perm, _ = lay
+    imap = dn.scatter_dims_to_operand_dims
+    vals = updates if perm is None else np.transpose(updates, perm)
+    cols = _index_columns(indices)
+    if mode == CLIP:
+        cols = [np.minimum(np.maximum(c, 0), operand.shape[d] - 1) for c, d in zip(cols, imap)]
+    else:
+        ok = None
+        for c, d in zip(cols, imap):
+            v = (c >= 0) & (c < operand.shape[d])
+            ok = v if ok is None else ok & v
+        if not ok.all():  # drop the out-of-range updates: keep a flat batch of the others
+            keep = ok.reshape(-1)
+            cols = [c.reshape(-1)[keep] for c in cols]
+            vals = vals.reshape(vals.shape[:p] + (keep.size,) + vals.shape[p + nb:])
+            vals = np.compress(keep, vals, axis=p)
+    key = [slice(None)] * operand.ndim
+    for c, d in zip(cols, imap):
+        key[d] = c
+    out = operand.copy()
+    combine(out, tuple(key), vals)
+    return out
 
 
 def _scatter_abstract(name):
