@@ -36,16 +36,20 @@ from .ad import Zero
 class TapeTracer(Tracer):
     """A value recorded on a tape: its concrete value and its tape slot."""
 
-    __slots__ = ("value", "slot")
+    __slots__ = ("value", "slot", "_aval")
 
     def __init__(self, trace, value, slot):
         self._trace = trace
         self.value = value
         self.slot = slot
+        self._aval = None
 
     @property
-    def aval(self):
-        return get_aval(self.value)
+    def aval(self):  # made on first use: most tape tracers are never asked
+        a = self._aval
+        if a is None:
+            a = self._aval = get_aval(self.value)
+        return a
 
     def to_concrete(self):
         return self.value

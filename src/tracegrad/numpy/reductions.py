@@ -176,10 +176,17 @@ def _minmax(name, prim, kind, a, axis, keepdims, initial, where):
         raise ValueError(f"zero-size array to reduction operation {name} which has no identity")
     a = _where_fill(a, where, red._identity(kind, av.dtype))
     out = _reduce(prim, a, axes)
-    if initial is not None:
+    if initial is not None and not _is_identity(initial, kind, av.dtype):
         init = _scalar(initial, av.dtype)
         out = (ew.max_p if kind == "max" else ew.min_p).bind(out, init)
     return _keep(a, out, axes, keepdims)
+
+
+def _is_identity(initial, kind, dtype):
+    """initial=-inf for max (+inf for min) of floats changes nothing: the
+    reduction's own identity; skipping it saves an op on every logsumexp."""
+    return (dtypes.is_float(dtype) and not dtypes.is_complex(dtype)
+            and initial == (-np.inf if kind == "max" else np.inf))
 
 
 def max(a, axis=None, out=None, keepdims=False, initial=None, where=None):
@@ -607,6 +614,9 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, where=Non
     if b is not None:
         e = ew.mul_p.bind(e, b)
     s = sum(e, axis=axes, keepdims=keepdims, where=where)
+    if b is None and not return_sign and not dtypes.is_complex(dt):
+        # a sum of exponentials is >= 0: log|s| is log s, sign and abs are no-ops
+        return ew.add_p.bind(ew.log_p.bind(s), ew.convert(amax, get_aval(s).dtype))
     sign = ew.sign_p.bind(s)
     if return_sign or not dtypes.is_complex(dt):
         s = ew.abs_p.bind(s) if not dtypes.is_complex(dt) else _complex_abs(s)

@@ -134,10 +134,13 @@ def _chooser_mask(x, out, axes, dtype):
 
 
 def _chooser_vjp(needs, out, x, axes):
-    """The transpose of _chooser_jvp: ct / count, sent back to the ties."""
-    at, count = _chooser_mask(x, out, axes, get_aval(out).dtype)
-    shape = get_aval(x).shape
-    return lambda ct: [ew.mul_p.bind(_bcast_back(ew.div_p.bind(ct, count), shape, axes), at)]
+    """The transpose of _chooser_jvp: ct / count, sent back to the ties. The
+    mask is built only if a cotangent arrives (a max often feeds a
+    stop_gradient, as in logsumexp)."""
+    def pullback(ct):
+        at, count = _chooser_mask(x, out, axes, get_aval(out).dtype)
+        return [ew.mul_p.bind(_bcast_back(ew.div_p.bind(ct, count), get_aval(x).shape, axes), at)]
+    return pullback
 
 
 def _chooser_abstract(name):
