@@ -129,9 +129,11 @@ def _promote_strong(args, pairs):
 
 def tape_operands(x, y, inexact):
     """Eager grad's shortcut past promotion and broadcasting: (x, y) when
-    they are tape tracers or eager Arrays of one strong float dtype (or one
-    of them a Python int/float, which takes that dtype) with equal shapes or
-    a rank-0 side; else None (the general path)."""
+    they are tape tracers, eager Arrays or NumPy arrays of one strong float
+    dtype (or one of them a Python int/float, which takes that dtype) with
+    equal shapes or a rank-0 side; a constant (not a tracer) that broadcasts
+    to the tracer's shape is broadcast here, by the broadcast_in_dim impl
+    the general path would run on it. Else None (the general path)."""
     vals = []
     dt = None
     for a in (x, y):
@@ -143,16 +145,32 @@ def tape_operands(x, y, inexact):
             if a.weak:
                 return None
             m = a._meta
-            if dt is None:
-                dt = m.dtype
-            elif m.dtype != dt:
-                return None
-            vals.append(m.shape)
+        elif t is np.ndarray:
+            m = a
         elif t is not float and t is not int:
             return None
-    if dt is None or dt.kind != "f" or (len(vals) == 2 and vals[0] != vals[1] and () not in vals):
+        else:
+            continue
+        if dt is None:
+            dt = m.dtype
+        elif m.dtype != dt:
+            return None
+        vals.append(m.shape)
+    if dt is None or dt.kind != "f":
         return None
-    return [Array(np.asarray(a, dt), False) if type(a) in (int, float) else a for a in (x, y)]
+    out = [Array(np.asarray(a, dt), False) if type(a) in (int, float) else a for a in (x, y)]
+    if len(vals) == 2 and vals[0] != vals[1] and () not in vals:
+        i = 1 if type(x) is TapeTracer else 0  # the constant's side
+        if type(out[i]) is TapeTracer:
+            return None
+        cs, ts = vals[i], vals[1 - i]
+        nd = len(ts)
+        if len(cs) > nd or any(c != 1 and c != n for c, n in zip(cs, ts[nd - len(cs):])):
+            return None
+        c = out[i]
+        out[i] = Array(shapes.broadcast_in_dim_p.impl(
+            c.value if type(c) is Array else c, ts, tuple(range(nd - len(cs), nd))))
+    return out
 
 
 def promote_inexact(*args):

@@ -601,6 +601,29 @@ def _cached_array_plan(shape, key):
     return plan._replace(indices=None), tuple(order), dt, np.shape(plan.indices)
 
 
+_positions: dict = {}  # (n, dtype) -> arange(n) of that index dtype, read-only
+
+
+def _in_range_index(a, n, dt):
+    """_normalize_concrete(a, ...) for an integer array whose values all lie
+    in [-n, n), in one NumPy indexing: arange(n)[a] counts negatives from
+    the end and has the index dtype already; NumPy raises for a value out
+    of range (then None: the general normalization clamps it)."""
+    if n > 65536 or (a.dtype.kind == "i" and n > _int_bounds(a.dtype)[1]):
+        return None  # (an axis longer than the index type holds: the general error)
+    r = _positions.get((n, dt))
+    if r is None:
+        r = np.arange(n, dtype=dt)
+        r.flags.writeable = False
+        if len(_positions) >= 64:
+            _positions.clear()
+        _positions[(n, dt)] = r
+    try:
+        return r[a]
+    except (IndexError, TypeError, OverflowError):
+        return None
+
+
 def _fast_array_getitem(x, idx):
     """x[idx] for the indices _array_index_key accepts, with a cached plan;
     None when the index is of another kind."""
@@ -608,6 +631,9 @@ def _fast_array_getitem(x, idx):
     if found is None:
         return None
     key, arrays = found
+    y = _eager_take(x, key, arrays)
+    if y is not None:
+        return y
     shape = get_aval(x).shape
     try:
         cached = _cached_array_plan(shape, key)
@@ -618,7 +644,10 @@ def _fast_array_getitem(x, idx):
     plan, order, dt, ishape = cached
     if len(order) == 1:
         a = arrays[0]
-        indices = _normalize_concrete(a, a.dtype, order[0][1], dt, True)[..., None]
+        indices = _in_range_index(a, order[0][1], dt)
+        if indices is None:
+            indices = _normalize_concrete(a, a.dtype, order[0][1], dt, True)
+        indices = indices[..., None]
     else:  # the pieces broadcast into the index vector's components
         indices = np.empty(ishape, dt)
         for j, (k, v) in enumerate(order):
@@ -659,16 +688,120 @@ def _cached_slice_plan(shape, key):
     return _slice_plan(shape, _parse(idx, shape), True)
 
 
+class _StaticIndex(NamedTuple):
+    """A static x[idx] (a non-dynamic _SlicePlan) in two ready forms."""
+    np_index: tuple        # NumPy basic index with the plan's (clamped) ints
+    np_shape: tuple        # reshape after it (the new axes), or None
+    slice_params: dict     # slice_p's params, or None when the slice is all of x
+    plan: _SlicePlan
+
+
+@lru_cache(maxsize=1024)
+def _cached_static_index(shape, key):
+    """The _StaticIndex of a static index (key from _static_index_key), or
+    None where the plan is dynamic. Eager x[idx] is then one NumPy basic
+    indexing (a view, as the slice impl's) instead of up to four primitives:
+    the plan's starts are the ints clamped into range as JAX does (NumPy
+    would raise), a reversed axis is the same elements read backwards, and
+    the trailing Ellipsis keeps a 0-d result an array."""
+    plan = _cached_slice_plan(shape, key)
+    if plan is None or plan.dynamic:
+        return None
+    np_index, out_shape = [], []
+    for d, (a, k, st, lim) in enumerate(zip(plan.starts, plan.sizes, plan.strides, plan.limits)):
+        if d in plan.squeeze_axes:
+            np_index.append(a)
+        elif d in plan.rev_axes and k:
+            last = a + (k - 1) * st
+            np_index.append(slice(last, a - 1 if a else None, -st))
+            out_shape.append(k)
+        else:
+            np_index.append(slice(a, lim, st))
+            out_shape.append(k)
+    np_index.append(Ellipsis)
+    np_shape = None
+    if plan.newaxis:
+        for d in sorted(plan.newaxis):
+            out_shape.insert(d, 1)
+        np_shape = tuple(out_shape)
+    full = all(st == 1 for st in plan.strides) and all(a == 0 for a in plan.starts) \
+        and plan.limits == tuple(shape)
+    slice_params = None if full else dict(start_indices=plan.starts, limit_indices=plan.limits,
+                                          strides=None if all(st == 1 for st in plan.strides)
+                                          else plan.strides)
+    return _StaticIndex(tuple(np_index), np_shape, slice_params, plan)
+
+
+def _static_getitem(x, plan):
+    """_apply_slice_plan for a _StaticIndex: NumPy directly for an eager
+    Array, else the primitives with the plan's ready params."""
+    if type(x) is Array and core._ctx.trace is None:
+        v = x._v
+        if v is None:
+            v = x.value
+        y = v[plan.np_index]
+        if plan.np_shape is not None:
+            y = y.reshape(plan.np_shape)
+        return Array(y, x.weak)
+    p = plan.plan
+    y = x if plan.slice_params is None else S.slice_p.bind(x, **plan.slice_params)
+    if p.rev_axes:
+        y = S.rev(y, p.rev_axes)
+    if p.squeeze_axes:
+        y = S.squeeze_p.bind(y, dimensions=p.squeeze_axes)
+    return _with_newaxes(y, p.newaxis)
+
+
+_ONE_ARRAY = ((),)  # an _array_index_key key of one array (its shape/dtype unused)
+
+
+def _eager_take(x, key, arrays):
+    """Eager x[a] / x[:, ..., a, :, ...] (one integer array, full slices
+    elsewhere): NumPy's integer-array indexing reads the same elements in
+    the same layout as the gather, and counts negative indices from the end
+    as we do; an out-of-range index makes it raise, and then the general
+    path clamps as JAX. None when x or the index is of another kind."""
+    if type(x) is not Array or core._ctx.trace is not None or len(arrays) != 1:
+        return None
+    pos = -1
+    for j, k in enumerate(key):
+        if type(k) is tuple:
+            pos = j
+        elif k is not _FULL:
+            return None
+    v = x._v
+    if v is None or v.ndim < len(key):
+        return None
+    a = arrays[0]
+    if a.dtype.kind == "i" and v.shape[pos] > _int_bounds(a.dtype)[1]:
+        return None  # (the axis length overflows the index type: the general error)
+    try:
+        y = v[a] if pos == 0 else v[(slice(None),) * pos + (a,)]
+    except (IndexError, TypeError, OverflowError):
+        return None
+    return Array(y, x.weak)
+
+
 def getitem(x, idx):
+    if type(idx) is int and type(x) is Array and core._ctx.trace is None:
+        # eager x[i] with i in range: NumPy reads the same row (a view, as
+        # slice + squeeze); the trailing Ellipsis keeps a 0-d result an array
+        v = x._v
+        if v is not None and v.ndim and -v.shape[0] <= idx < v.shape[0]:
+            return Array(v[idx, ...], x.weak)
+    elif type(idx) is np.ndarray and type(x) is Array and idx.ndim and idx.dtype.kind in "iu":
+        y = _eager_take(x, _ONE_ARRAY, [idx])  # eager x[int array]
+        if y is not None:
+            return y
     if type(x) is Array or isinstance(x, Tracer):
         key = _static_index_key(idx)
         if key is not None:
             try:
-                plan = _cached_slice_plan(get_aval(x).shape, key)
+                plan = _cached_static_index(get_aval(x).shape, key)
             except (IndexError, TypeError, ValueError):
                 plan = None  # (the general path raises the user-facing error)
             if plan is not None:
-                return _apply_slice_plan(x, plan, True)
+                return _static_getitem(x, plan)
         else:
             y = _fast_array_getitem(x, idx)
             if y is not None:

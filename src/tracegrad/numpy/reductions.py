@@ -10,8 +10,9 @@ import builtins
 
 import numpy as np
 
-from .. import dtypes
-from ..core import get_aval
+from .. import core, dtypes
+from ..core import Array, get_aval
+from ..interpreters.tape import TapeTracer
 from ..primitives import elementwise as ew
 from ..primitives import reductions as red
 from ..primitives import shapes
@@ -98,8 +99,40 @@ def _sum_or_prod(reduce_p, combine_p, identity, a, axis, dtype, keepdims, initia
     return _keep(a, out, axes, keepdims)
 
 
+def _fast_sum(a, axis):
+    """sum of an eager float Array or eager-grad tracer over an int axis or
+    all axes: no promotion, no mask, one reduce_sum (its impl directly for
+    an eager Array; the weak type is kept, as the general path's). None for
+    anything else."""
+    t = type(a)
+    if t is Array:
+        if core._ctx.trace is not None:
+            return None
+        v = a._v
+    elif t is TapeTracer:
+        v = a.value._v
+    else:
+        return None
+    if v is None or v.dtype.kind != "f":
+        return None
+    nd = v.ndim
+    if type(axis) is int and -nd <= axis < nd:
+        axes = (axis % nd,)
+    elif axis is None and nd:
+        axes = tuple(range(nd))
+    else:
+        return None
+    if t is Array:
+        return Array(red.reduce_sum_p.impl(v, axes), a.weak)
+    return red.reduce_sum_p.bind(a, axes=axes)
+
+
 def sum(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None,
         promote_integers=True):
+    if dtype is None and initial is None and where is None and not keepdims:
+        r = _fast_sum(a, axis)
+        if r is not None:
+            return r
     return _sum_or_prod(red.reduce_sum_p, ew.add_p, 0, a, axis, dtype, keepdims, initial,
                         where, promote_integers)
 

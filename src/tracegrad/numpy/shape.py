@@ -5,12 +5,14 @@ and under every transformation; sizes and axes must be static."""
 from __future__ import annotations
 
 import builtins
+import math
 import operator
 
 import numpy as np
 
 from .. import core, dtypes
 from ..core import Array, Tracer, get_aval
+from ..interpreters.tape import TapeTracer
 from ..primitives import elementwise as ew
 from ..primitives import shapes as S
 from ._util import asarray_value, dtype_weak, promote
@@ -69,12 +71,13 @@ def _int_tuple(v, what):
 
 def _infer_shape(newshape, size, old_shape):
     """Resolve one -1 entry; the error names both shapes."""
-    unknown = [i for i, s in enumerate(newshape) if s == -1]
-    if len(unknown) > 1:
+    unknown = newshape.count(-1)
+    if unknown > 1:
         raise ValueError(f"can only specify one unknown dimension (-1), got shape {newshape}")
-    if any(s < -1 for s in newshape):
+    if min(newshape, default=0) < -1:
         raise ValueError(f"negative dimensions are not allowed in shape {newshape}")
-    known = int(np.prod([s for s in newshape if s != -1], dtype=np.int64))
+    # (math.prod of Python ints: exact, and ~3 us cheaper than np.prod)
+    known = math.prod(newshape) * -1 if unknown else math.prod(newshape)
     if unknown:
         if known == 0 or size % known:
             raise core.ShapeDtypeError(
@@ -92,6 +95,10 @@ def reshape(a, shape=None, order="C", *, newshape=None, copy=None):
         shape = newshape
     if shape is None:
         raise TypeError("reshape() missing the new shape")
+    if order == "C" and type(shape) is tuple:
+        out = _fast_reshape(a, shape)
+        if out is not None:
+            return out
     a = asarray_value(a)
     av = get_aval(a)
     new = _infer_shape(_int_tuple(shape, "a reshape dimension"), av.size, av.shape)
@@ -102,6 +109,38 @@ def reshape(a, shape=None, order="C", *, newshape=None, copy=None):
         t = transpose(a)
         return transpose(S.reshape(t, new[::-1]))
     raise ValueError(f"reshape: order must be 'C' or 'F', got {order!r}")
+
+
+def _fast_reshape(a, shape):
+    """reshape of an eager Array or eager-grad tracer to a tuple of Python
+    ints (the common case), without the conversions: NumPy reshapes an
+    eager value directly (the impl's view, with the weak type kept); a tape
+    tracer binds the primitive. None for anything else."""
+    t = type(a)
+    if t is Array:
+        if core._ctx.trace is not None:
+            return None
+        v = a._v
+    elif t is TapeTracer:
+        v = a.value._v
+    else:
+        return None
+    if v is None:
+        return None
+    for s in shape:
+        if type(s) is not int or s < -1:  # (NumPy reads any negative size as -1)
+            return None
+    if t is Array:
+        # with sizes >= -1, NumPy accepts exactly the shapes _infer_shape does
+        # (at most one -1, equal sizes); it raises for the others, which then
+        # take the general path for our error
+        try:
+            y = v.reshape(shape)
+        except (ValueError, TypeError, OverflowError):
+            return None
+        return a if y.shape == v.shape else Array(y, a.weak)
+    new = _infer_shape(shape, v.size, v.shape)
+    return a if new == v.shape else S.reshape_p.bind(a, new_sizes=new)
 
 
 def ravel(a, order="C"):
@@ -250,7 +289,40 @@ def _cast_all(arrays, dtype):
     return [ew.convert(a, dt) for a in arrays]
 
 
+def _eager_join(arrays, axis, stack):
+    """Eager concatenate/stack of a list or tuple of eager Arrays of one
+    dtype along an int axis: NumPy joins them directly (no promotion is
+    needed; the result is weak iff every input is, as the general path's
+    concatenate). None for anything else, and where NumPy rejects the
+    input (the general path raises its error)."""
+    if core._ctx.trace is not None or type(axis) is not int or \
+            (type(arrays) is not list and type(arrays) is not tuple) or not arrays:
+        return None
+    vals, weak, dt = [], True, None
+    for a in arrays:
+        if type(a) is not Array:
+            return None
+        v = a._v
+        if v is None:
+            return None
+        if dt is None:
+            dt = v.dtype
+        elif v.dtype != dt:
+            return None
+        vals.append(v)
+        weak = weak and a.weak
+    try:
+        out = np.stack(vals, axis) if stack else np.concatenate(vals, axis)
+    except (ValueError, IndexError, TypeError):
+        return None
+    return Array(out, weak)
+
+
 def concatenate(arrays, axis=0, dtype=None):
+    if dtype is None:
+        out = _eager_join(arrays, axis, False)
+        if out is not None:
+            return out
     arrays = _as_list(arrays, "concatenate")
     if axis is None:
         arrays = [ravel(a) for a in arrays]
@@ -277,6 +349,10 @@ def concat(arrays, /, *, axis=0):
 def stack(arrays, axis=0, out=None, dtype=None):
     if out is not None:
         raise ValueError("stack: the 'out' argument is not supported (arrays are immutable)")
+    if dtype is None:
+        res = _eager_join(arrays, axis, True)
+        if res is not None:
+            return res
     arrays = _as_list(arrays, "stack")
     shp = _shape_of(arrays[0])
     if any(_shape_of(a) != shp for a in arrays):
@@ -806,6 +882,12 @@ def _iter_leading(x):
 
 
 def _m_reshape(self, *shape, order="C", **kw):
+    if not kw and order == "C" and shape:
+        # x.reshape(n, m) / x.reshape((n, m)): straight to the fast path
+        out = _fast_reshape(self, shape[0] if len(shape) == 1 and type(shape[0]) is tuple
+                            else shape)
+        if out is not None:
+            return out
     if "shape" in kw or "newshape" in kw:
         shape = kw.pop("shape") if "shape" in kw else kw.pop("newshape")
     elif len(shape) == 1:

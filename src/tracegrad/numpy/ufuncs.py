@@ -35,10 +35,13 @@ def _fast_unary(prim, inexact):
     return f
 
 
-def _eager_with_scalar(impl, x, y):
+def _eager_with_scalar(impl, x, y, inexact=False, scalar_arrays=False):
     """Eager strong float Array (f32/f64) with a Python float/int: the scalar
     is weak and takes the array's dtype, which is how NumPy treats a Python
-    scalar next to a float array too, so NumPy computes it directly."""
+    scalar next to a float array too, so NumPy computes it directly.
+    Likewise an eager Array with a NumPy array of the same dtype (a strong
+    constant: no promotion, the result is strong; NumPy broadcasts as we
+    do, and shapes that do not broadcast take the general path's error)."""
     if type(x) is Array:
         a, s = x, y
     elif type(y) is Array:
@@ -46,13 +49,26 @@ def _eager_with_scalar(impl, x, y):
     else:
         return None
     v = a._v
-    if (type(s) is not float and type(s) is not int) or v is None or a.weak \
+    if v is None:
+        return None
+    if type(s) is np.ndarray:
+        dt = v.dtype
+        if (dt is not s.dtype and dt != s.dtype) or (inexact and dt.kind != "f"):
+            return None
+        try:
+            return Array(impl(v if a is x else x, v if a is y else y))
+        except ValueError:
+            return None
+    if (type(s) is not float and type(s) is not int) or a.weak \
             or v.dtype.kind != "f" or v.dtype.itemsize < 4:
         return None
+    if scalar_arrays:  # (an impl that reads its operands' dtypes: the scalar as promoted)
+        s = np.asarray(s, v.dtype)
+        return Array(impl(v if a is x else s, v if a is y else s))
     return Array(impl(x._v if a is x else x, y._v if a is y else y))
 
 
-def _binary(prim, inexact=False):
+def _binary(prim, inexact=False, scalar_arrays=False):
     impl = prim.impl
     ctx = core._ctx
 
@@ -77,7 +93,7 @@ def _binary(prim, inexact=False):
             if args is not None:
                 return prim.bind(*args)
         elif ctx.trace is None:
-            out = _eager_with_scalar(impl, x, y)
+            out = _eager_with_scalar(impl, x, y, inexact, scalar_arrays)
             if out is not None:
                 return out
         args = promote_inexact(x, y) if inexact else promote(x, y)
@@ -198,13 +214,8 @@ def positive(x):
     return asarray_value(x)
 
 
-def true_divide(x, y):
-    if type(x) is TapeTracer or type(y) is TapeTracer:
-        args = tape_operands(x, y, True)
-        if args is not None:
-            return ew.div_p.bind(*args)
-    x, y = promote_inexact(x, y)
-    return ew.div_p.bind(*broadcast_arrays(x, y))
+# promote_inexact + broadcast + div, with _binary's eager/tape shortcuts
+true_divide = _binary(ew.div_p, True, scalar_arrays=True)
 
 
 divide = true_divide

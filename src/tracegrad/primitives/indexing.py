@@ -106,7 +106,12 @@ def _operand_weak_eager(prim, argnums=(0,)):
     """Output weak type = all of the given operands' (not the index's)."""
     def eager(args, params):
         out = Primitive.eager(prim, args, params)
-        weak = all(get_aval(args[i]).weak_type for i in argnums)
+        weak = True
+        for i in argnums:
+            a = args[i]
+            if not (a.weak if type(a) is core.Array else get_aval(a).weak_type):
+                weak = False
+                break
         return out if out.weak == weak else core.Array(out.value, weak)
     prim.eager = eager
 
@@ -309,7 +314,10 @@ def _ds_jvp(primals, tangents, slice_sizes):
 def _ds_transpose(ct, operand, *starts, slice_sizes):
     if type(ct) is Zero or not is_undefined(operand):
         return [None] * (1 + len(starts))
-    zeros = ad.zeros(ShapedArray(operand.aval.shape, get_aval(ct).dtype))
+    dt = get_aval(ct).dtype
+    # (float cotangents: shapes.full's eager zeros directly; float0 needs ad.zeros)
+    zeros = shapes.full(operand.aval.shape, 0, dt) if dt.kind in "fc" else \
+        ad.zeros(ShapedArray(operand.aval.shape, dt))
     return [dynamic_update_slice_p.bind(zeros, ct, *starts)] + [None] * len(starts)
 
 
@@ -509,9 +517,9 @@ def _gather_numpy(operand, indices, dn, slice_sizes):
                              dn.operand_batching_dims, tuple(slice_sizes), dn.offset_dims, nb)
     if lay is None:
         return None
-    if indices.shape[-1] == 1:  # np.take clamps into [0, n - 1] itself, as XLA's gather
+    if indices.shape[-1] == 1:  # take clamps into [0, n - 1] itself, as XLA's gather
         col = _index_columns(indices, wide=False)[0]
-        out = np.take(operand, col, axis=dn.start_index_map[0], mode="clip")
+        out = operand.take(col, axis=dn.start_index_map[0], mode="clip")
     else:
         key = [slice(None)] * operand.ndim
         for c, d in zip(_index_columns(indices), dn.start_index_map):
@@ -604,7 +612,10 @@ def _gather_transpose(ct, operand, indices, *, dimension_numbers, slice_sizes, m
                       fill_value, indices_are_sorted, unique_indices):
     if type(ct) is Zero or not is_undefined(operand):
         return [None, None]
-    zeros = ad.zeros(ShapedArray(operand.aval.shape, get_aval(ct).dtype))
+    dt = get_aval(ct).dtype
+    # (float cotangents: shapes.full's eager zeros directly; float0 needs ad.zeros)
+    zeros = shapes.full(operand.aval.shape, 0, dt) if dt.kind in "fc" else \
+        ad.zeros(ShapedArray(operand.aval.shape, dt))
     out = scatter_add_p.bind(zeros, indices, ct, dimension_numbers=_as_scatter_dnums(dimension_numbers),
                              mode=mode, indices_are_sorted=indices_are_sorted,
                              unique_indices=unique_indices)
@@ -749,26 +760,48 @@ def _scatter_impl(name):
     return impl
 
 
+_scatter_layouts: dict = {}
+
+
 def _scatter_numpy(combine, operand, indices, updates, dn, mode):
     """The scatter by NumPy fancy indexing, when it is plain integer-array
     indexing (see _numpy_take_layout); None otherwise. Out-of-range indices
     are clamped (clip) or their updates dropped (the other modes)."""
     nb = indices.ndim - 1
-    if updates.ndim != nb + len(dn.update_window_dims):
-        return None
-    win = _scatter_window_sizes(operand.ndim, dn, updates.shape)
-    lay = _numpy_take_layout(operand.shape, dn.scatter_dims_to_operand_dims,
-                             dn.inserted_window_dims, dn.operand_batching_dims, win,
-                             dn.update_window_dims, nb)
+    key = (operand.shape, updates.shape, nb, dn)
+    lay = _scatter_layouts.get(key, False)
+    if lay is False:  # (computed once per shapes and dnums)
+        lay = None
+        if updates.ndim == nb + len(dn.update_window_dims):
+            win = _scatter_window_sizes(operand.ndim, dn, updates.shape)
+            lay = _numpy_take_layout(operand.shape, dn.scatter_dims_to_operand_dims,
+                                     dn.inserted_window_dims, dn.operand_batching_dims, win,
+                                     dn.update_window_dims, nb)
+        if len(_scatter_layouts) >= 1024:
+            _scatter_layouts.clear()
+        _scatter_layouts[key] = lay
     if lay is None:
         return None
     p, perm, _ = lay
     imap = dn.scatter_dims_to_operand_dims
     vals = updates if perm is None else np.transpose(updates, perm)
-    cols = _index_columns(indices)
+    # (NumPy indexes with any integer type; clamping needs room for n - 1)
+    cols = _index_columns(indices, wide=mode == CLIP)
     if mode == CLIP:
         cols = [np.minimum(np.maximum(c, 0), operand.shape[d] - 1) for c, d in zip(cols, imap)]
-    else:
+    elif all(c.min() >= 0 for c in cols):
+        # NumPy raises for an index past the end (a negative one it would
+        # count from the end: excluded above), then the updates are dropped below
+        key = [slice(None)] * operand.ndim
+        for c, d in zip(cols, imap):
+            key[d] = c
+        out = operand.copy()
+        try:
+            combine(out, tuple(key), vals)
+            return out
+        except IndexError:
+            pass
+    if mode != CLIP:
         ok = None
         for c, d in zip(cols, imap):
             v = (c >= 0) & (c < operand.shape[d])

@@ -3,6 +3,8 @@ slice, pad, concatenate, rev, iota (lax semantics), and small helpers that
 bind them (`full`, `broadcast_to`, `reshape`, `static_slice`, `pad`, ...)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from jaxlib.mlir.dialects import stablehlo as hlo
 
@@ -19,11 +21,23 @@ def _shape_only(prim):
 
 # ---- broadcast_in_dim(x, shape, broadcast_dimensions)
 
+# below this many elements a broadcast is materialised: np.broadcast_to's
+# Python overhead (~3 us) is more than copying the values
+_SMALL_BROADCAST = 4096
+
+
 def _bid_impl(x, shape, broadcast_dimensions):
+    if x.shape == shape:  # (equal ranks: the dimensions are the identity)
+        return x
     inter = [1] * len(shape)
     for i, d in enumerate(broadcast_dimensions):
         inter[d] = x.shape[i]
-    return np.broadcast_to(np.reshape(x, inter), shape)
+    x = x.reshape(inter)
+    if math.prod(shape) <= _SMALL_BROADCAST:
+        out = np.empty(shape, x.dtype)
+        out[...] = x
+        return out
+    return np.broadcast_to(x, shape)
 
 
 def _bid_abstract(x, shape, broadcast_dimensions):
@@ -89,7 +103,7 @@ def _reshape_batch(args, dims, new_sizes):
 
 
 reshape_p = Primitive(
-    "reshape", impl=lambda x, new_sizes: np.reshape(x, new_sizes),
+    "reshape", impl=lambda x, new_sizes: x.reshape(new_sizes),
     abstract_eval=_reshape_abstract,
     transpose=lambda ct, x, new_sizes: [None if type(ct) is Zero else reshape_p.bind(ct, new_sizes=x.aval.shape)],
     batch=_reshape_batch,
@@ -142,7 +156,7 @@ def _squeeze_batch(args, dims, dimensions):
 
 
 squeeze_p = Primitive(
-    "squeeze", impl=lambda x, dimensions: np.squeeze(x, axis=dimensions) if dimensions else x,
+    "squeeze", impl=lambda x, dimensions: x.squeeze(axis=dimensions) if dimensions else x,
     abstract_eval=_squeeze_abstract,
     transpose=lambda ct, x, dimensions: [None if type(ct) is Zero else reshape_p.bind(ct, new_sizes=x.aval.shape)],
     batch=_squeeze_batch,
@@ -157,10 +171,25 @@ def _norm_strides(strides, nd):
     return (1,) * nd if strides is None else tuple(strides)
 
 
+_checked: dict = {}  # (rule, operand shapes/dtypes, params) already validated
+
+
 def _check(abstract, *vals, **params):
     """Eager impls validate like abstract eval (numpy would clip or promote
-    silently); the TypeError is reworded by Primitive.eager."""
+    silently); the TypeError is reworded by Primitive.eager. The outcome
+    depends only on shapes, dtypes and params, so a passed check is
+    remembered: repeated eager calls skip it."""
+    try:
+        key = (abstract, tuple([(v.shape, v.dtype) for v in vals]), *params.values())
+        if key in _checked:
+            return
+    except (AttributeError, TypeError):  # (a value without shape/dtype; unhashable params)
+        key = None
     abstract(*[ShapedArray(np.shape(v), np.asarray(v).dtype) for v in vals], **params)
+    if key is not None:
+        if len(_checked) >= 4096:
+            _checked.clear()
+        _checked[key] = True
 
 
 def _slice_impl(x, start_indices, limit_indices, strides):
@@ -194,14 +223,15 @@ def _slice_transpose(ct, x, start_indices, limit_indices, strides):
         return [None]
     shape = x.aval.shape
     st = _norm_strides(strides, len(shape))
-    out_shape = get_aval(ct).shape
+    cta = get_aval(ct)
+    out_shape = cta.shape
     config = []
     for a, s, d, n in zip(start_indices, st, shape, out_shape):
         # the taken elements sit at a, a+s, ..., a+(n-1)s: interior padding
         # of s-1 puts them back, edge padding fills the rest
         last = a + (n - 1) * s + 1 if n else a
         config.append((a, d - last, s - 1))
-    zero = np.zeros((), get_aval(ct).dtype)[()]  # a scalar: a jaxpr literal
+    zero = np.zeros((), cta.dtype)[()]  # a scalar: a jaxpr literal
     return [pad_p.bind(ct, zero, padding_config=tuple(config))]
 
 
@@ -236,18 +266,37 @@ def _pad_impl(x, padding_value, padding_config):
     _check(_pad_abstract, x, padding_value, padding_config=padding_config)
     if not padding_config:
         return x
-    # first lay out with the non-negative parts of lo/hi, then crop
-    big = []
-    place = []
-    for n, (lo, hi, it) in zip(x.shape, padding_config):
-        inner = n + max(n - 1, 0) * it
-        big.append(max(lo, 0) + inner + max(hi, 0))
-        place.append(slice(max(lo, 0), max(lo, 0) + inner, it + 1))
-    out = np.full(big, padding_value, dtype=x.dtype)
-    out[tuple(place)] = x
-    crop = tuple(slice(max(-lo, 0), b - max(-hi, 0))
-                 for b, (lo, hi, _) in zip(big, padding_config))
-    return out[crop]
+    big, place, crop = _pad_layout(x.shape, padding_config)
+    out = np.empty(big, x.dtype)
+    out[...] = padding_value
+    out[place] = x
+    return out if crop is None else out[crop]
+
+
+_pad_layouts: dict = {}
+
+
+def _pad_layout(shape, padding_config):
+    """(shape laid out with the non-negative parts of lo/hi, where x goes in
+    it, the crop of the negative parts or None), cached per shape and config
+    (every slice cotangent is a pad)."""
+    key = (shape, padding_config)
+    lay = _pad_layouts.get(key)
+    if lay is None:
+        big, place = [], []
+        for n, (lo, hi, it) in zip(shape, padding_config):
+            inner = n + max(n - 1, 0) * it
+            big.append(max(lo, 0) + inner + max(hi, 0))
+            place.append(slice(max(lo, 0), max(lo, 0) + inner, it + 1))
+        crop = None
+        if any(lo < 0 or hi < 0 for lo, hi, _ in padding_config):
+            crop = tuple(slice(max(-lo, 0), b - max(-hi, 0))
+                         for b, (lo, hi, _) in zip(big, padding_config))
+        lay = (tuple(big), tuple(place), crop)
+        if len(_pad_layouts) >= 1024:
+            _pad_layouts.clear()
+        _pad_layouts[key] = lay
+    return lay
 
 
 def _pad_abstract(x, padding_value, padding_config):
@@ -447,6 +496,10 @@ iota_p.jvp = ad.zero_jvp(iota_p)
 
 def full(shape, value, dtype):
     """An array of `shape` filled with `value` (a broadcast scalar)."""
+    if type(value) is int and value == 0 and core._ctx.trace is None:
+        # eager zeros (every cotangent of a gather, pad, ...): what the
+        # broadcast below gives, without binding it
+        return core.Array(np.zeros(shape, dtype))
     s = np.asarray(value, dtype=dtype)[()]
     if shape == ():
         trace = core.current_trace()
