@@ -217,16 +217,50 @@ def test_scan_with_checkpoint_saves_fewer_residuals():
     def loss(c, xs, remat):
         return tnp.sum(tg.lax.scan(tg.checkpoint(body) if remat else body, c, xs)[0])
 
-    def n_stacked(remat):
-        j = tg.make_jaxpr(tg.grad(lambda c, xs: loss(c, xs, remat)))(np.ones(3), np.ones((5, 3)))
+    def n_stacked(remat, body=body):
+        j = tg.make_jaxpr(tg.grad(lambda c, xs: tnp.sum(tg.lax.scan(
+            tg.checkpoint(body) if remat else body, c, xs)[0])))(np.ones(3), np.ones((5, 3)))
         fwd = [e for e in j.jaxpr.eqns if e.primitive.name == "scan"][0]
         return sum(1 for v in fwd.outvars if v.aval.shape[:1] == (5,))
 
-    assert n_stacked(True) < n_stacked(False)
+    # staged, a cheap elementwise body with many residuals is rematerialized
+    # automatically: only the carry is stacked, as with an explicit checkpoint
+    assert n_stacked(True) == n_stacked(False) == 1
+    # a body with a matmul keeps its residuals (recomputing it would cost more)
+    w = np.eye(3) * 0.5
+
+    def mm_body(c, x):
+        h = tnp.sin(c @ w) * x
+        return tnp.tanh(h) * c, None
+    assert n_stacked(False, mm_body) > n_stacked(True, mm_body)
     c, xs = np.linspace(0.1, 0.5, 3), np.linspace(-1, 1, 15).reshape(5, 3)
     jbody = lambda c, x: (jnp.tanh(jnp.cos(jnp.sin(c) * x) * c) + jnp.cos(jnp.sin(c) * x) * c * 0.1, None)
     ref = jax.grad(lambda c: jnp.sum(jax.lax.scan(jbody, c, xs)[0]))(c)
     assert_close(tg.grad(lambda c: loss(c, xs, True))(c), ref)
+
+
+def test_auto_remat_of_scan_matches_jax_under_jit():
+    """jit(grad) of an LSTM-like elementwise scan (auto-rematerialized) and of
+    one with a matmul (not), against JAX."""
+    r = np.random.default_rng(0)
+    w, u = r.standard_normal(4) * 0.5, r.standard_normal((4, 4)) * 0.3
+    xs = r.standard_normal((7, 4))
+
+    def make(np_, with_dot):
+        def loss(c, w):
+            def step(carry, x):
+                h, s = carry
+                g = (np_.concatenate([x, h]) * np_.concatenate([w, w]))[:4] + (h @ u if with_dot else h)
+                s = s * np_.tanh(g) + np_.sin(g) * 0.5
+                return (np_.tanh(s) * h + x, s), np_.sum(s)
+            (h, s), ys = (tg.lax if np_ is tnp else jax.lax).scan(step, (c, c * 0.5), xs)
+            return np_.sum(h * s) + np_.sum(ys)
+        return loss
+    c = r.standard_normal(4)
+    for with_dot in (False, True):
+        want = jax.jit(jax.grad(make(jnp, with_dot), argnums=(0, 1)))(c, w)
+        assert_close(tg.jit(tg.grad(make(tnp, with_dot), argnums=(0, 1)))(c, w), want)
+        assert_close(tg.grad(make(tnp, with_dot), argnums=(0, 1))(c, w), want)
 
 
 def test_scan_make_jaxpr_prints_like_jax():

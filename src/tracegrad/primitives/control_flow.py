@@ -713,6 +713,67 @@ def _variant_vars(jaxpr, variant_invars):
     return var
 
 
+def _split_body(jaxpr, const_uk, carry_uk, xs_uk, nk):
+    """partial_eval_jaxpr of a scan body, to the fixpoint of unknown carries."""
+    ny = len(jaxpr.out_avals) - nk
+    while True:
+        split = pe.partial_eval_jaxpr(jaxpr, const_uk + carry_uk + xs_uk,
+                                      instantiate=carry_uk + [False] * ny)
+        new = [a or b for a, b in zip(carry_uk, split[2][:nk])]
+        if new == carry_uk:
+            return split, carry_uk
+        carry_uk = new
+
+
+# ops whose recomputation costs more than storing their results
+_COSTLY_TO_RECOMPUTE = frozenset({"dot_general", "conv_general_dilated", "scan", "while",
+                                  "checkpoint", "custom_vjp_call", "sort"})
+
+
+def _remat_pays(jaxpr, split, nc, const_uk, carry_uk, xs_uk):
+    """Compiled reverse mode of a scan whose body is cheap elementwise work
+    but leaves many per-iteration residuals (an LSTM cell: ~30 vectors per
+    step) is bound by writing and re-reading those stacked residuals, not by
+    arithmetic (jit(grad) of ADBench's LSTM: 7-21x its objective, in JAX
+    too). Recomputing such a body in the backward loop from its known
+    carries (what checkpoint does) is then 2-3x faster. Only when the body
+    has no expensive ops, and the stacked residuals outweigh the carries
+    that remat stacks instead by 4x or more."""
+    if _has_costly_ops(jaxpr.jaxpr):
+        return False
+    known_j, _, _, num_res = split
+    kj = known_j.jaxpr
+    nkc = sum(1 for u in const_uk if not u)
+    nkk = sum(1 for u in carry_uk if not u)
+    variant = _variant_vars(kj, [False] * nkc + [True] * (len(kj.invars) - nkc))
+    xs_in = set(kj.invars[nkc + nkk:])
+    stacked = [r.aval for r in kj.outvars[len(kj.outvars) - num_res:]
+               if type(r) is Var and r in variant and r not in xs_in]
+    carries = [a for a, u in zip(jaxpr.in_avals[nc:nc + len(carry_uk)], carry_uk) if not u]
+    nbytes = lambda avals: sum(a.size * np.dtype(a.dtype).itemsize for a in avals)  # noqa: E731
+    return nbytes(stacked) >= 4 * max(nbytes(carries), 1)
+
+
+def _has_costly_ops(jaxpr):
+    for e in jaxpr.eqns:
+        if e.primitive.name in _COSTLY_TO_RECOMPUTE:
+            return True
+        for v in e.params.values():
+            for sub in (v if isinstance(v, (tuple, list)) else (v,)):
+                inner = getattr(sub, "jaxpr", None)
+                if isinstance(inner, Jaxpr) and _has_costly_ops(inner):
+                    return True
+    return False
+
+
+def _checkpointed(jaxpr):
+    """The body as one checkpoint equation (its residuals: the body's inputs)."""
+    from ..checkpoint import _bind_closed
+    return core.trace_to_jaxpr(
+        lambda *a: _bind_closed(jaxpr, list(a), prevent_cse=False, differentiated=False, policy=None),
+        list(jaxpr.in_avals))
+
+
 def _scan_partial_eval(trace, args, params):
     """The known part of the body runs now as a scan that also returns the
     residuals the unknown part needs: per-iteration ones stacked as extra ys;
@@ -725,14 +786,11 @@ def _scan_partial_eval(trace, args, params):
     const_uk = [trace.is_own(a) for a in consts]
     carry_uk = [trace.is_own(a) for a in init]
     xs_uk = [trace.is_own(a) for a in xs]
-    ny = len(jaxpr.out_avals) - nk
-    while True:
-        split = pe.partial_eval_jaxpr(jaxpr, const_uk + carry_uk + xs_uk,
-                                      instantiate=carry_uk + [False] * ny)
-        new = [a or b for a, b in zip(carry_uk, split[2][:nk])]
-        if new == carry_uk:
-            break
-        carry_uk = new
+    split, carry_uk = _split_body(jaxpr, const_uk, carry_uk, xs_uk, nk)
+    if isinstance(trace.parent, core.JaxprTrace) and _remat_pays(jaxpr, split, nc, const_uk,
+                                                                  carry_uk, xs_uk):
+        jaxpr = _checkpointed(jaxpr)
+        split, carry_uk = _split_body(jaxpr, const_uk, carry_uk, xs_uk, nk)
     known_j, unknown_j, out_uk, num_res = split
     ys_uk = list(out_uk[nk:])
     if all(const_uk + carry_uk + xs_uk):
