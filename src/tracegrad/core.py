@@ -552,7 +552,8 @@ class Jaxpr:
 class ClosedJaxpr:
     """A jaxpr with the values of its constvars."""
 
-    __slots__ = ("jaxpr", "consts")
+    # (weakly referenceable: eager control flow caches a NumPy program per jaxpr)
+    __slots__ = ("jaxpr", "consts", "__weakref__")
 
     def __init__(self, jaxpr, consts=()):
         self.jaxpr = jaxpr

@@ -28,9 +28,10 @@ from jaxlib.mlir.dialects import stablehlo as hlo
 
 from .. import core, dtypes
 from ..core import Array, ClosedJaxpr, Jaxpr, Primitive, ShapedArray, Tracer, Var, get_aval, set_trace
-from ..interpreters import ad, batching, lowering
+from ..interpreters import ad, batching, lowering, numpy_program
 from ..interpreters import partial_eval as pe
 from ..interpreters.ad import UndefinedPrimal, Zero, is_undefined
+from ..interpreters.numpy_program import conform
 
 # --------------------------------------------------------------------------
 # jaxpr helpers
@@ -53,6 +54,16 @@ def _same_type(a, b):
 
 def _eval(closed, args):
     return core.eval_jaxpr(closed.jaxpr, closed.consts, *args)
+
+
+def _run(closed, args):
+    """Evaluate a closed jaxpr on NumPy values (cond's eager impl): from its
+    second run on as a NumPy program."""
+    prog = numpy_program.program(closed, once=True)
+    if prog is None:
+        return _eval(closed, args)
+    with numpy_program.errstate(prog):
+        return prog.run(*args)
 
 
 def _with_vars(closed, invars=None, outvars=None):
@@ -217,7 +228,7 @@ def _cond_out_avals(params):
 def _cond_impl(index, *ops, branches):
     i = min(max(int(index), 0), len(branches) - 1)
     br = branches[i]
-    return [_np_value(o, a.dtype) for o, a in zip(_eval(br, ops), br.out_avals)]
+    return [conform(o, a.dtype) for o, a in zip(_run(br, ops), br.out_avals)]
 
 
 def _cond_abstract(index, *ops, branches):
@@ -397,6 +408,22 @@ cond_p = Primitive("cond", impl=_cond_impl, abstract_eval=_cond_abstract, jvp=_c
 _install_eager(cond_p, _cond_out_avals)
 
 
+def _cond_step(eqn):
+    """cond inside a NumPy program: its branches' programs, found once.
+    (Their results have the branch dtypes: each checks its own first run.)"""
+    progs = [numpy_program.program(b) for b in eqn.params["branches"]]
+    if any(p is None for p in progs):
+        return None
+    runs, last = [p.run for p in progs], len(progs) - 1
+
+    def cond(index, *ops):
+        return runs[min(max(int(index), 0), last)](*ops)
+    return cond, {}, any(p.quiet for p in progs)
+
+
+numpy_program.SPECIAL["cond"] = _cond_step
+
+
 # --------------------------------------------------------------------------
 # while
 
@@ -412,9 +439,23 @@ def _while_split(args, params):
 def _while_impl(*args, body_jaxpr, body_nconsts, cond_jaxpr, cond_nconsts):
     cc, bc, carry = _split(args, cond_nconsts, body_nconsts)
     out_avals = body_jaxpr.out_avals
-    while bool(_np_value(_eval(cond_jaxpr, cc + carry)[0], np.bool_)):
-        carry = [_np_value(o, a.dtype) for o, a in zip(_eval(body_jaxpr, bc + carry), out_avals)]
-    return [_np_value(c, a.dtype) for c, a in zip(carry, out_avals)]
+    cprog, bprog = numpy_program.program(cond_jaxpr), numpy_program.program(body_jaxpr)
+    if cprog is None or bprog is None:  # (an equation without a NumPy impl)
+        while bool(_np_value(_eval(cond_jaxpr, cc + carry)[0], np.bool_)):
+            carry = [_np_value(o, a.dtype) for o, a in zip(_eval(body_jaxpr, bc + carry), out_avals)]
+    else:  # the programs' results already have the body's dtypes
+        with numpy_program.errstate(cprog), numpy_program.errstate(bprog):
+            # the first iteration checks the programs; the rest is one
+            # generated loop once that pays (or was compiled before)
+            n = 0
+            while cprog.run(*cc, *carry)[0]:
+                carry = bprog.run(*bc, *carry)
+                n += 1
+                loop = bprog.while_loop(cprog, new=n >= numpy_program.COMPILE_AFTER)
+                if loop is not None:
+                    carry = loop(*cc, *bc, *carry)
+                    break
+    return [conform(c, a.dtype) for c, a in zip(carry, out_avals)]
 
 
 def _while_abstract(*avals, body_jaxpr, body_nconsts, cond_jaxpr, cond_nconsts):
@@ -639,14 +680,43 @@ def _scan_impl(*args, jaxpr, length, num_carry, num_consts, reverse, unroll):
     out_avals = jaxpr.out_avals
     carry_avals, y_avals = out_avals[:num_carry], out_avals[num_carry:]
     ys = [np.zeros((length,) + tuple(a.shape), a.dtype) for a in y_avals]
-    for k in range(length):
-        i = length - 1 - k if reverse else k
-        outs = _eval(jaxpr, consts + carry + [x[i] for x in xs])
-        carry = [_np_value(o, a.dtype) for o, a in zip(outs[:num_carry], carry_avals)]
-        for y, o, a in zip(ys, outs[num_carry:], y_avals):
-            if np.dtype(a.dtype) != dtypes.float0:
-                y[i] = _np_value(o, a.dtype)
-    return [_np_value(c, a.dtype) for c, a in zip(carry, carry_avals)] + ys
+    prog = numpy_program.program(jaxpr)
+    if prog is None:  # (an equation without a NumPy impl)
+        for k in range(length):
+            i = length - 1 - k if reverse else k
+            outs = _eval(jaxpr, consts + carry + [x[i] for x in xs])
+            carry = [_np_value(o, a.dtype) for o, a in zip(outs[:num_carry], carry_avals)]
+            for y, o, a in zip(ys, outs[num_carry:], y_avals):
+                if np.dtype(a.dtype) != dtypes.float0:
+                    y[i] = _np_value(o, a.dtype)
+    else:
+        # the program's results already have the body's dtypes (0-d ones
+        # may be NumPy scalars); float0 ys stay zeros
+        live = [j for j, a in enumerate(y_avals) if np.dtype(a.dtype) != dtypes.float0]
+        order = range(length - 1, -1, -1) if reverse else range(length)
+        many = numpy_program.COMPILE_AFTER
+        with numpy_program.errstate(prog):
+            if order and not prog.checked:  # the first run checks the impls' dtypes
+                # (with generated code if this body's loop was compiled before)
+                seen = prog.scan_loop(num_consts, num_carry, live, new=False) is not None
+                i = order[0]
+                outs = prog.check_run([*consts, *carry, *[x[i] for x in xs]], seen)
+                carry = outs[:num_carry]
+                for j in live:
+                    ys[j][i] = outs[num_carry + j]
+                order = order[1:]
+            if order:  # the loop as generated code, where that pays
+                loop = prog.scan_loop(num_consts, num_carry, live,
+                                      new=len(order) >= many or prog.runs >= many)
+                if loop is not None:
+                    carry = loop(*consts, *carry, *xs, *[ys[j] for j in live], order)
+                else:
+                    for i in order:
+                        outs = prog.run(*consts, *carry, *[x[i] for x in xs])
+                        carry = outs[:num_carry]
+                        for j in live:
+                            ys[j][i] = outs[num_carry + j]
+    return [conform(c, a.dtype) for c, a in zip(carry, carry_avals)] + ys
 
 
 def _scan_abstract(*avals, jaxpr, length, num_carry, num_consts, reverse, unroll):
@@ -781,7 +851,6 @@ def _scan_partial_eval(trace, args, params):
     outside the loop; known xs forwarded. The unknown part is staged as a
     scan reading those residuals."""
     jaxpr, nc, nk = params["jaxpr"], params["num_consts"], params["num_carry"]
-    length = params["length"]
     consts, init, xs = _split(args, nc, nk)
     const_uk = [trace.is_own(a) for a in consts]
     carry_uk = [trace.is_own(a) for a in init]
