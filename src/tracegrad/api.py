@@ -536,6 +536,15 @@ def _eye_basis(x):
     return np.eye(n, dtype=dt).reshape((n,) + a.shape), n
 
 
+def _map_basis(fn, basis, out_dims, n):
+    """vmap of fn over the basis vectors; a basis of one vector is just one
+    call (no batch trace: eager jacrev of a scalar function costs a grad).
+    Callers reshape the results, so the missing size-1 axis does not matter."""
+    if n == 1:
+        return fn(basis[0])
+    return batching.vmap_flat(fn, [basis], [0], out_dims, n)
+
+
 def jacfwd(f, argnums=0, has_aux=False, holomorphic=False, allow_int=False):
     """Jacobian by forward mode: vmap of jvp over the input basis.
     Result: for each output leaf, the argnums structure of (*out, *in) arrays."""
@@ -570,7 +579,7 @@ def jacfwd(f, argnums=0, has_aux=False, holomorphic=False, allow_int=False):
                 _, n_out, n_aux, _ = box[0]
                 return [None] * (n_out + n_aux) + [-1] * n_out
 
-            res = batching.vmap_flat(push, [basis], [0], out_dims, n)
+            res = _map_basis(push, basis, out_dims, n)
             n_out = box[0][1]
             pouts, touts = res[:len(res) - n_out], res[len(res) - n_out:]
             per_leaf.append([shapes.reshape(t, get_aval(p).shape + get_aval(x).shape)
@@ -621,7 +630,7 @@ def jacrev(f, argnums=0, has_aux=False, holomorphic=False, allow_int=False):
                 cts[i] = ct
                 return [_materialize(c) for c in lin.transpose(cts)]
 
-            cts_in = batching.vmap_flat(pull, [basis], [0], [0] * len(leaves), m)
+            cts_in = _map_basis(pull, basis, [0] * len(leaves), m)
             # cts_in[j]: (m, *in_j) -> (*out_i, *in_j)
             per_in = [shapes.reshape(c, get_aval(o).shape + get_aval(x).shape)
                       for c, x in zip(cts_in, leaves)]

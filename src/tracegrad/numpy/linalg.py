@@ -68,8 +68,8 @@ def _conj(x):
 
 
 def _fast_matmul(a, b):
-    """Eager 2-D float @ 2-D float of one dtype: skip every generic step
-    (the eager MLP hot path)."""
+    """Eager matrix @ matrix / matrix @ vector / vector @ matrix of one float
+    dtype: skip every generic step (the eager MLP hot path)."""
     ta, tb = type(a), type(b)
     taped = ta is TapeTracer or tb is TapeTracer  # eager grad: operands hold Arrays
     if taped:
@@ -80,11 +80,11 @@ def _fast_matmul(a, b):
         return None
     if type(a_) is Array and type(b_) is Array:
         va, vb = a_._v, b_._v
-        if (va is not None and vb is not None and va.ndim == 2 and vb.ndim == 2
-                and va.dtype == vb.dtype and va.dtype.kind == "f" and va.dtype.itemsize >= 4
-                and va.shape[1] == vb.shape[0]):
+        if (va is not None and vb is not None and 1 <= va.ndim <= 2 and 1 <= vb.ndim <= 2
+                and va.ndim + vb.ndim > 2 and va.dtype == vb.dtype and va.dtype.kind == "f"
+                and va.dtype.itemsize >= 4 and va.shape[-1] == vb.shape[0]):
             if taped:
-                return _dot(a, b, ((1,), (0,)))
+                return _dot(a, b, ((va.ndim - 1,), (0,)))
             return Array(va @ vb, a_.weak and b_.weak)
     return None
 
