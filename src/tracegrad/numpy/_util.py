@@ -127,6 +127,17 @@ def _promote_strong(args, pairs):
     return [Array(np.asarray(a, dt), False) if type(a) in (int, float) else a for a in args]
 
 
+def concrete_value(a):
+    """The NumPy value behind an eager Array (outside any transformation) or
+    an eager-grad tape tracer, for the fast paths; None for anything else."""
+    t = type(a)
+    if t is Array:
+        return a._v if core._ctx.trace is None else None
+    if t is TapeTracer:
+        return a.value._v
+    return None
+
+
 def tape_operands(x, y, inexact):
     """Eager grad's shortcut past promotion and broadcasting: (x, y) when
     they are tape tracers, eager Arrays or NumPy arrays of one strong float

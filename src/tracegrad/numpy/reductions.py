@@ -10,14 +10,13 @@ import builtins
 
 import numpy as np
 
-from .. import core, dtypes
+from .. import dtypes
 from ..core import Array, get_aval
-from ..interpreters.tape import TapeTracer
 from ..primitives import elementwise as ew
 from ..primitives import reductions as red
 from ..primitives import shapes
 from ..primitives import sort as sort_prims
-from ._util import asarray_value, canonical_axes, check_axis, promote_inexact
+from ._util import asarray_value, canonical_axes, check_axis, concrete_value, promote_inexact
 
 __all__ = [
     "sum", "mean", "prod", "product", "max", "min", "amax", "amin", "argmax", "argmin",
@@ -104,15 +103,7 @@ def _fast_sum(a, axis):
     all axes: no promotion, no mask, one reduce_sum (its impl directly for
     an eager Array; the weak type is kept, as the general path's). None for
     anything else."""
-    t = type(a)
-    if t is Array:
-        if core._ctx.trace is not None:
-            return None
-        v = a._v
-    elif t is TapeTracer:
-        v = a.value._v
-    else:
-        return None
+    v = concrete_value(a)
     if v is None or v.dtype.kind != "f":
         return None
     nd = v.ndim
@@ -122,7 +113,7 @@ def _fast_sum(a, axis):
         axes = tuple(range(nd))
     else:
         return None
-    if t is Array:
+    if type(a) is Array:
         return Array(red.reduce_sum_p.impl(v, axes), a.weak)
     return red.reduce_sum_p.bind(a, axes=axes)
 

@@ -12,10 +12,9 @@ import numpy as np
 
 from .. import core, dtypes
 from ..core import Array, Tracer, get_aval
-from ..interpreters.tape import TapeTracer
 from ..primitives import elementwise as ew
 from ..primitives import shapes as S
-from ._util import asarray_value, dtype_weak, promote
+from ._util import asarray_value, concrete_value, dtype_weak, promote
 
 __all__ = [
     "reshape", "ravel", "transpose", "swapaxes", "moveaxis", "squeeze", "expand_dims",
@@ -116,21 +115,13 @@ def _fast_reshape(a, shape):
     ints (the common case), without the conversions: NumPy reshapes an
     eager value directly (the impl's view, with the weak type kept); a tape
     tracer binds the primitive. None for anything else."""
-    t = type(a)
-    if t is Array:
-        if core._ctx.trace is not None:
-            return None
-        v = a._v
-    elif t is TapeTracer:
-        v = a.value._v
-    else:
-        return None
+    v = concrete_value(a)
     if v is None:
         return None
     for s in shape:
         if type(s) is not int or s < -1:  # (NumPy reads any negative size as -1)
             return None
-    if t is Array:
+    if type(a) is Array:
         # with sizes >= -1, NumPy accepts exactly the shapes _infer_shape does
         # (at most one -1, equal sizes); it raises for the others, which then
         # take the general path for our error

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import core, dtypes
-from ..core import Array, Tracer
+from ..core import Array
 from ..primitives import elementwise as ew
 from ..interpreters.tape import TapeTracer
 from ._util import asarray_value, broadcast_arrays, dtype_weak, promote, promote_inexact, tape_operands

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import core, dtypes
+from .. import dtypes
 from ..core import ShapedArray, get_aval
 from ..interpreters import batching
 

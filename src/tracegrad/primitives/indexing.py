@@ -847,10 +847,10 @@ def _scatter_abstract(name):
                             f"({indices.shape[-1]} in {indices.str_short()})")
         if set(dn.inserted_window_dims) & set(dn.operand_batching_dims) or \
                 set(dn.scatter_dims_to_operand_dims) & set(dn.operand_batching_dims):
-            raise TypeError(f"operand_batching_dims must be disjoint from "
+            raise TypeError("operand_batching_dims must be disjoint from "
                             "inserted_window_dims and scatter_dims_to_operand_dims")
         if len(dn.operand_batching_dims) != len(dn.scatter_indices_batching_dims):
-            raise TypeError(f"operand_batching_dims and scatter_indices_batching_dims "
+            raise TypeError("operand_batching_dims and scatter_indices_batching_dims "
                             "must have the same length")
         for od, idim in zip(dn.operand_batching_dims, dn.scatter_indices_batching_dims):
             if operand.shape[od] != indices.shape[idim]:
