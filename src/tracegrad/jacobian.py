@@ -53,13 +53,16 @@ __all__ = ["jacobian", "jacobian_explain", "JacobianChoice"]
 # trace, jacrev records it on the eager tape and then runs its pullback
 # under a batch trace (the tape halved eager jacrev's cost per primitive).
 _EAGER_EQN_FWD = 12e-6   # one primitive of the jvp program, eager jacfwd
-_EAGER_EQN_REV = 10e-6   # one primitive of the vjp program, eager jacrev
+_EAGER_EQN_REV = 8.5e-6  # one primitive of the vjp program, eager jacrev
 # some primitives cost several times that eagerly (measured per equation):
 # gathers run NumPy's fancy indexing on batched indices, dots may copy
 _EAGER_WEIGHT_FWD = {"gather": 7.0, "dot_general": 1.9}
 _EAGER_WEIGHT_REV = {"gather": 3.4, "scatter_add": 3.4, "dot_general": 2.2}
 _EAGER_FIXED_FWD = 40e-6  # basis, flattening, vmap set-up per eager jacfwd call
-_EAGER_FIXED_REV = 35e-6
+# a one-vector basis is one plain jvp / taped vjp: no batch trace around it
+_EAGER_SINGLE_FWD = 0.6   # x dispatch overhead when n == 1
+_EAGER_SINGLE_REV = 0.67  # x dispatch overhead when m == 1
+_EAGER_FIXED_REV = 30e-6
 # inside an eager scan/while the (already transformed) body is evaluated
 # primitive by primitive without tracing: the jvp body of jacfwd on batched
 # tangents, jacrev's forward body unbatched and its transposed body
@@ -352,6 +355,9 @@ def _estimate(f, argnums, has_aux, args, kwargs, staged, batch):
     m = sum(_size(a) for a in out_avals if dtypes.is_float(a.dtype))
     # assembling the result: jacfwd moves the basis axis of each output last
     fc.once += n * m * _MOVE
+    if not staged:
+        fc.overhead *= _EAGER_SINGLE_FWD if n == 1 else 1.0
+        rc.overhead *= _EAGER_SINGLE_REV if m == 1 else 1.0
     fwd_s = batch * (fc.once + n * fc.per) + fc.overhead
     rev_s = batch * (rc.once + m * rc.per) + rc.overhead
     if fwd_s < rev_s or (fwd_s == rev_s and m > 1):
