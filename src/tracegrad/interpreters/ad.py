@@ -367,7 +367,7 @@ def jvp_jaxpr(closed: core.ClosedJaxpr, nonzeros, instantiate_out=True):
         out_nz_box[:] = [type(t) is not Zero for t in touts]
         return pouts + [t for t in touts if type(t) is not Zero]
 
-    out = core.trace_to_jaxpr(fun, list(closed.in_avals) + t_avals)
+    out = core.trace_to_jaxpr(fun, list(closed.in_avals) + t_avals, fixed_source=True)
     return out, out_nz_box
 
 
@@ -385,7 +385,7 @@ def transpose_jaxpr(closed: core.ClosedJaxpr, linear):
         cts_in = backward_pass_with_args(closed, full_args, cts)
         return [instantiate(c) if type(c) is Zero else c for c in cts_in]
 
-    return core.trace_to_jaxpr(fun, nonlin_avals + ct_avals)
+    return core.trace_to_jaxpr(fun, nonlin_avals + ct_avals, fixed_source=True)
 
 
 def backward_pass_with_args(closed: core.ClosedJaxpr, args, cts_out):

@@ -22,9 +22,10 @@ def partial_eval_jaxpr(closed: ClosedJaxpr, unknowns, instantiate=False):
     """
     n_out = len(closed.out_avals)
     inst = instantiate if isinstance(instantiate, (list, tuple)) else [instantiate] * n_out
-    outer = JaxprTrace(core.current_trace(), partial=False)
+    src = core.user_frame()  # (no user code runs here: one line for all equations)
+    outer = JaxprTrace(core.current_trace(), partial=False, source=src)
     known_in = [outer.new_arg(a) for a, u in zip(closed.in_avals, unknowns) if not u]
-    pe = JaxprTrace(outer, partial=True)
+    pe = JaxprTrace(outer, partial=True, source=src)
     unknown_in = [pe.new_arg(a) for a, u in zip(closed.in_avals, unknowns) if u]
     kit, uit = iter(known_in), iter(unknown_in)
     args = [next(uit) if u else next(kit) for u in unknowns]
