@@ -204,6 +204,10 @@ _CALL_PARAM = {"checkpoint": "jaxpr", "custom_jvp_call": "call_jaxpr",
                "custom_vjp_call": "call_jaxpr"}
 
 
+class _NoProgram(Exception):
+    """An equation without a NumPy impl: program() falls back to eval_jaxpr."""
+
+
 def _step_fn(eqn):
     """(callable, params, quiet) that evaluate one equation on NumPy values;
     quiet: the callable relies on the caller's errstate (see _QUIET)."""
@@ -212,7 +216,7 @@ def _step_fn(eqn):
     if key is not None:
         sub = program(eqn.params[key])
         if sub is None:
-            raise NotImplementedError(name)
+            raise _NoProgram(name)
         return sub.run, {}, sub.quiet
     special = SPECIAL.get(name)
     if special is not None:
@@ -221,7 +225,7 @@ def _step_fn(eqn):
             return r
     impl = eqn.primitive.impl
     if impl is None:
-        raise NotImplementedError(f"{name} has no impl")  # (program() falls back)
+        raise _NoProgram(f"{name} has no impl")
     return impl, eqn.params, False
 
 
@@ -625,7 +629,7 @@ def program(closed, once=False):
         return None
     try:
         p = Program(closed)
-    except NotImplementedError:
+    except _NoProgram:
         _programs[closed] = _NO_PROGRAM
         return None
     _programs[closed] = p
