@@ -87,7 +87,7 @@ class TapeTrace(core.Trace):
                 slots.append(None)
         if not tracked:
             return prim.eager(vals, params)
-        if prim.vjp is not None:
+        if prim.vjp is not None and not prim.multiple_results:  # (rules are single-output)
             out = prim.eager(vals, params)
             dt = out._meta.dtype
             if dt.kind not in "fc" and not dtypes.is_float(dt):
