@@ -313,32 +313,12 @@ def _jit_transpose(cts, *args, jaxpr, name, **rest):
     return [next(it) if l else None for l in linear]
 
 
-def _vmap_jaxpr(closed, size, mapped):
-    """Batch a jaxpr over axis 0 of the `mapped` inputs. Unlike
-    batching.vmap_jaxpr, outputs that do not depend on a mapped input stay
-    unbatched (jacfwd needs its primal outputs unbatched). Returns
-    (batched jaxpr, which outputs carry the batch axis at 0)."""
-    in_avals = [a.update(shape=(size,) + a.shape) if m else a
-                for a, m in zip(closed.in_avals, mapped)]
-    out_batched = []
-
-    def fun(*args):
-        trace = batching.BatchTrace(core.current_trace(), size)
-        ins = [batching.BatchTracer(trace, a, 0) if m else a for a, m in zip(args, mapped)]
-        try:
-            with core.set_trace(trace):
-                outs = core.eval_jaxpr(closed.jaxpr, closed.consts, *ins)
-            res = []
-            for o in outs:
-                v, d = trace.unpack(o)
-                out_batched.append(d is not None)
-                with core.set_trace(trace.parent):
-                    res.append(v if d is None else batching.moveaxis(v, d, 0))
-        finally:
-            trace.finish()
-        return res
-
-    return core.trace_to_jaxpr(fun, in_avals), tuple(out_batched)
+def _batch_no_instantiate(closed, size, mapped):
+    """Outputs that do not depend on a mapped input stay unbatched (jacfwd
+    needs its primal outputs unbatched)."""
+    b_closed, out_batched = batching.batch_jaxpr(closed, size, list(mapped),
+                                                 [False] * len(closed.out_avals))
+    return b_closed, tuple(out_batched)
 
 
 def _jit_batch(args, dims, *, jaxpr, name, **rest):
@@ -346,7 +326,7 @@ def _jit_batch(args, dims, *, jaxpr, name, **rest):
     mapped = tuple(d is not None for d in dims)
     moved = [a if d is None else batching.moveaxis(a, d, 0) for a, d in zip(args, dims)]
     b_closed, out_batched = _memo(_vmap_cache, jaxpr, (size, mapped),
-                                  lambda: _vmap_jaxpr(jaxpr, size, mapped))
+                                  lambda: _batch_no_instantiate(jaxpr, size, mapped))
     outs = jit_p.bind(*moved, jaxpr=b_closed, name=name, **rest)
     return outs, [0 if b else None for b in out_batched]
 

@@ -156,6 +156,41 @@ def vmap_flat(fun, args, in_dims, out_dims, axis_size, fn_name=None, out_name=No
     return res
 
 
+def batch_jaxpr(closed, size, in_batched, instantiate):
+    """Batched version of a closed jaxpr: batched inputs/outputs carry the
+    batch axis first. Outputs are batched where the computation makes them so
+    or `instantiate` asks (so outputs that do not depend on a batched input
+    can stay unbatched: jacfwd's primal outputs). Returns (closed, out_batched).
+    (The primitives that carry jaxprs, jit/cond/while/scan, batch them here.)"""
+    in_avals = [a.update(shape=(size,) + tuple(a.shape)) if b else a
+                for a, b in zip(closed.in_avals, in_batched)]
+    box = []
+
+    def fun(*args):
+        trace = BatchTrace(core.current_trace(), size)
+        ins = [BatchTracer(trace, a, 0) if b else a for a, b in zip(args, in_batched)]
+        try:
+            with set_trace(trace):
+                outs = core.eval_jaxpr(closed.jaxpr, closed.consts, *ins)
+            res, flags = [], []
+            for o, inst in zip(outs, instantiate):
+                v, d = trace.unpack(o)
+                with set_trace(trace.parent):
+                    if d is None:
+                        if inst:
+                            v = broadcast(v, size, 0)
+                    else:
+                        v = moveaxis(v, d, 0)
+                res.append(v)
+                flags.append(d is not None or bool(inst))
+        finally:
+            trace.finish()
+        box[:] = flags
+        return res
+
+    return core.trace_to_jaxpr(fun, in_avals), list(box)
+
+
 def vmap_jaxpr(closed: core.ClosedJaxpr, axis_size, in_dims, out_dims_at_front=True):
     """Closed jaxpr -> batched closed jaxpr; batched inputs/outputs carry their
     batch axis at 0 (outputs: all batched, unbatched ones broadcast)."""

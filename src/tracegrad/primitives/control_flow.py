@@ -127,39 +127,6 @@ def _stage(trace, prim, args, params):
     return trace.emit(prim, invars, out_avals, params)
 
 
-def _batch_jaxpr(closed, size, in_batched, instantiate):
-    """Batched version of a closed jaxpr: batched inputs/outputs carry the
-    batch axis first. Outputs are batched where the computation makes them so
-    or `instantiate` asks. Returns (closed, out_batched)."""
-    in_avals = [a.update(shape=(size,) + tuple(a.shape)) if b else a
-                for a, b in zip(closed.in_avals, in_batched)]
-    box = []
-
-    def fun(*args):
-        trace = batching.BatchTrace(core.current_trace(), size)
-        ins = [batching.BatchTracer(trace, a, 0) if b else a for a, b in zip(args, in_batched)]
-        try:
-            with set_trace(trace):
-                outs = _eval(closed, ins)
-            res, flags = [], []
-            for o, inst in zip(outs, instantiate):
-                v, d = trace.unpack(o)
-                with set_trace(trace.parent):
-                    if d is None:
-                        if inst:
-                            v = batching.broadcast(v, size, 0)
-                    else:
-                        v = batching.moveaxis(v, d, 0)
-                res.append(v)
-                flags.append(d is not None or bool(inst))
-        finally:
-            trace.finish()
-        box[:] = flags
-        return res
-
-    return core.trace_to_jaxpr(fun, in_avals), list(box)
-
-
 def _transpose_closed(closed, linear, ct_nonzero, want):
     """Jaxpr (non-linear inputs..., nonzero output cts...) -> cts of the
     inputs flagged in `want` (zeros instantiated)."""
@@ -368,9 +335,9 @@ def _cond_batch(args, dims, branches):
                 idx, shape=shape, broadcast_dimensions=(0,))
             outs.append(select_n_p.bind(pred, *cases))
         return outs, [0] * nout
-    first = [_batch_jaxpr(b, size, in_b, [False] * nout) for b in branches]
+    first = [batching.batch_jaxpr(b, size, in_b, [False] * nout) for b in branches]
     out_b = [any(f[1][j] for f in first) for j in range(nout)]
-    bbranches = tuple(f[0] if f[1] == out_b else _batch_jaxpr(b, size, in_b, out_b)[0]
+    bbranches = tuple(f[0] if f[1] == out_b else batching.batch_jaxpr(b, size, in_b, out_b)[0]
                       for b, f in zip(branches, first))
     outs = cond_p.bind(index, *ops0, branches=bbranches)
     return outs, [0 if b else None for b in out_b]
@@ -567,20 +534,20 @@ def _while_batch(args, dims, body_jaxpr, body_nconsts, cond_jaxpr, cond_nconsts)
     carry_b = [d is not None for d in initd]
     n = len(init)
     while True:
-        _, out_b = _batch_jaxpr(body_jaxpr, size, bc_b + carry_b, [False] * n)
+        _, out_b = batching.batch_jaxpr(body_jaxpr, size, bc_b + carry_b, [False] * n)
         new = [a or b for a, b in zip(carry_b, out_b)]
         if new == carry_b:
             break
         carry_b = new
-    pred_b = _batch_jaxpr(cond_jaxpr, size, cc_b + carry_b, [False])[1][0]
+    pred_b = batching.batch_jaxpr(cond_jaxpr, size, cc_b + carry_b, [False])[1][0]
     to0 = lambda x, d: x if d is None else batching.moveaxis(x, d, 0)
     cc0 = [to0(x, d) for x, d in zip(cc, ccd)]
     bc0 = [to0(x, d) for x, d in zip(bc, bcd)]
     if pred_b:
         carry_b = [True] * n  # lanes finish at different times: all carries per lane
     init0 = [batching.bdim_at_front(x, d, size) if b else x for x, d, b in zip(init, initd, carry_b)]
-    cjb, _ = _batch_jaxpr(cond_jaxpr, size, cc_b + carry_b, [pred_b])
-    bjb, _ = _batch_jaxpr(body_jaxpr, size, bc_b + carry_b, carry_b)
+    cjb, _ = batching.batch_jaxpr(cond_jaxpr, size, cc_b + carry_b, [pred_b])
+    bjb, _ = batching.batch_jaxpr(body_jaxpr, size, bc_b + carry_b, carry_b)
     if not pred_b:
         outs = while_p.bind(*cc0, *bc0, *init0, body_jaxpr=bjb, body_nconsts=len(bc0),
                             cond_jaxpr=cjb, cond_nconsts=len(cc0))
@@ -1016,7 +983,7 @@ def _scan_batch(args, dims, jaxpr, length, num_carry, num_consts, reverse, unrol
     x_b = [d is not None for d in xd]
     ny = len(jaxpr.out_avals) - num_carry
     while True:
-        bj, out_b = _batch_jaxpr(jaxpr, size, c_b + carry_b + x_b, carry_b + [False] * ny)
+        bj, out_b = batching.batch_jaxpr(jaxpr, size, c_b + carry_b + x_b, carry_b + [False] * ny)
         new = [a or b for a, b in zip(carry_b, out_b[:num_carry])]
         if new == carry_b:
             break
