@@ -56,7 +56,7 @@ def _eager_with_scalar(impl, x, y, inexact=False, scalar_arrays=False):
         if (dt is not s.dtype and dt != s.dtype) or (inexact and dt.kind != "f"):
             return None
         try:
-            return Array(impl(v if a is x else x, v if a is y else y))
+            return Array(impl(v, s) if a is x else impl(s, v))
         except ValueError:
             return None
     if (type(s) is not float and type(s) is not int) or a.weak \
@@ -64,8 +64,7 @@ def _eager_with_scalar(impl, x, y, inexact=False, scalar_arrays=False):
         return None
     if scalar_arrays:  # (an impl that reads its operands' dtypes: the scalar as promoted)
         s = np.asarray(s, v.dtype)
-        return Array(impl(v if a is x else s, v if a is y else s))
-    return Array(impl(x._v if a is x else x, y._v if a is y else y))
+    return Array(impl(v, s) if a is x else impl(s, v))
 
 
 def _binary(prim, inexact=False, scalar_arrays=False):

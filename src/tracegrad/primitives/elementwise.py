@@ -161,13 +161,6 @@ def _scaled_by(d):
     return lambda ct: [mul(ct, d)]
 
 
-def _pullback_of_terms(needs, args, *factors):
-    """Pullback of a jvp sum_i t_i * factor_i: ct -> [unbroadcast(ct * factor_i)]."""
-    avals = [get_aval(a) for a in args]
-    fs = [f() if n else None for f, n in zip(factors, needs)]
-    return lambda ct: [None if f is None else unbroadcast(mul(ct, f), a) for f, a in zip(fs, avals)]
-
-
 def _div_vjp(needs, out, x, y):
     """The transposes of _div_jvp's two terms (div is not linear in y)."""
     ax, ay = get_aval(x), get_aval(y)
@@ -245,8 +238,11 @@ def _minmax_jvp(prim):
 
 def _minmax_vjp(needs, out, x, y):
     """The transposes of _minmax_jvp's two terms."""
-    return _pullback_of_terms(needs, (x, y), lambda: _balanced_eq(x, out, y),
-                              lambda: _balanced_eq(y, out, x))
+    ax, ay = get_aval(x), get_aval(y)
+    dx = _balanced_eq(x, out, y) if needs[0] else None
+    dy = _balanced_eq(y, out, x) if needs[1] else None
+    return lambda ct: [None if dx is None else unbroadcast(mul(ct, dx), ax),
+                       None if dy is None else unbroadcast(mul(ct, dy), ay)]
 
 
 max_p = _def("max", np.maximum, None, hlo.MaxOp)
