@@ -767,7 +767,7 @@ _COSTLY_TO_RECOMPUTE = frozenset({"dot_general", "conv_general_dilated", "scan",
                                   "checkpoint", "custom_vjp_call", "sort"})
 
 
-def _remat_pays(jaxpr, split, nc, const_uk, carry_uk, xs_uk):
+def _remat_pays(jaxpr, split, nc, const_uk, carry_uk):
     """Compiled reverse mode of a scan whose body is cheap elementwise work
     but leaves many per-iteration residuals (an LSTM cell: ~30 vectors per
     step) is bound by writing and re-reading those stacked residuals, not by
@@ -824,7 +824,7 @@ def _scan_partial_eval(trace, args, params):
     xs_uk = [trace.is_own(a) for a in xs]
     split, carry_uk = _split_body(jaxpr, const_uk, carry_uk, xs_uk, nk)
     if isinstance(trace.parent, core.JaxprTrace) and _remat_pays(jaxpr, split, nc, const_uk,
-                                                                  carry_uk, xs_uk):
+                                                                  carry_uk):
         jaxpr = _checkpointed(jaxpr)
         split, carry_uk = _split_body(jaxpr, const_uk, carry_uk, xs_uk, nk)
     known_j, unknown_j, out_uk, num_res = split
