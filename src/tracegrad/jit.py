@@ -714,8 +714,21 @@ class Jitted:
         if _ctx.trace is not None:
             return self._call_traced(args, kwargs)
         if self._plain and not kwargs:
-            leaves, treedef = tree_flatten(args)
-            key = [treedef]
+            # all-Array positional arguments (the common case) need no pytree
+            # flattening: their key starts with their count instead of a treedef
+            for x in args:
+                if type(x) is not Array or x._buf is None:
+                    leaves, treedef = tree_flatten(args)
+                    key = [treedef]
+                    break
+            else:
+                key = [len(args)]
+                for x in args:
+                    key += (x._buf.aval, x.weak)
+                rec = self._fast.get(tuple(key))
+                if rec is not None:
+                    return self._run_fast(rec, [x._buf for x in args], args, kwargs)
+                leaves = args
         else:
             dyn, statics = self._split(args, kwargs)
             leaves, treedef = tree_flatten(dyn)
@@ -757,6 +770,9 @@ class Jitted:
             return self._call_slow(args, kwargs, None)
         if rec is None:
             return self._call_slow(args, kwargs, key)
+        return self._run_fast(rec, ins, args, kwargs)
+
+    def _run_fast(self, rec, ins, args, kwargs):
         run, handlers, consts, out_weak, out_tree, single = rec
         try:
             outs = run(consts + ins if consts else ins).consume_with_handlers(handlers)
