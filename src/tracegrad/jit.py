@@ -73,6 +73,7 @@ from . import core
 from .api import ShapeDtypeStruct as _ShapeDtype
 from .config import config
 from .core import Array, ClosedJaxpr, Jaxpr, Tracer, TracegradError, _ctx, get_aval
+from .core import memo_by_jaxpr as _memo
 from .interpreters import ad, batching, lowering, xla
 from .interpreters import partial_eval as pe
 from .interpreters.ad import Zero
@@ -142,20 +143,6 @@ def _to_device(x, aval, dev):
     if type(v) is not np.ndarray or v.dtype != aval.dtype:
         v = np.asarray(v, aval.dtype)
     return xla.device_put(v, dev)
-
-
-def _memo(table, closed, extra, compute):
-    """Cache a jaxpr->jaxpr transformation by the identity of the jaxpr (held
-    in the entry, so its id cannot be reused while cached)."""
-    k = (id(closed), extra)
-    hit = table.get(k)
-    if hit is not None:
-        return hit[1]
-    val = compute()
-    if len(table) >= 2048:
-        table.clear()
-    table[k] = (closed, val)
-    return val
 
 
 # --------------------------------------------------------------------------

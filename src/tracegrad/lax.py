@@ -71,7 +71,9 @@ def _trace(f, make_args, in_avals, api, what, split_out=None):
     j = closed.jaxpr
     # constants -> leading inputs: transformations of the primitive see them
     jaxpr = Jaxpr([], list(j.constvars) + list(j.invars), j.outvars, j.eqns)
-    return ClosedJaxpr(jaxpr, []), list(closed.consts), list(box)
+    # (a body traced before, equal in structure, is reused with everything
+    # derived from it: see core.intern_jaxpr)
+    return core.intern_jaxpr(ClosedJaxpr(jaxpr, [])), list(closed.consts), list(box)
 
 
 def _same_type(a, b):

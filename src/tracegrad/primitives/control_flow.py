@@ -703,6 +703,32 @@ def _scan_abstract(*avals, jaxpr, length, num_carry, num_consts, reverse, unroll
     return _scan_out_avals(dict(jaxpr=jaxpr, num_carry=num_carry, length=length))
 
 
+_jvp_bodies: dict = {}
+
+
+def _jvp_body(jaxpr, nk, const_nz, carry_nz, xs_nz):
+    """The body's jvp to the fixpoint of nonzero carry tangents, with inputs
+    (consts, ct, carry, kt, xs, xt) and outputs (carry, kt, ys, yt):
+    (jvp jaxpr, carry_nz, ys_nz), memoized per body (bodies are interned)."""
+    def compute():
+        cnz = list(carry_nz)
+        ny = len(jaxpr.out_avals) - nk
+        while True:
+            jj, out_nz = ad.jvp_jaxpr(jaxpr, list(const_nz) + cnz + list(xs_nz),
+                                      instantiate_out=cnz + [False] * ny)
+            new = [a or b for a, b in zip(cnz, out_nz[:nk])]
+            if new == cnz:
+                break
+            cnz = new
+        ys_nz = list(out_nz[nk:])
+        jj = _permute_invars(jj, _interleave([len(const_nz), nk, len(xs_nz)],
+                                             [sum(const_nz), sum(cnz), sum(xs_nz)]))
+        jj = _permute_outvars(jj, _interleave([nk, ny], [sum(cnz), sum(ys_nz)]))
+        return jj, tuple(cnz), tuple(ys_nz)
+    return core.memo_by_jaxpr(_jvp_bodies, jaxpr,
+                              (nk, tuple(const_nz), tuple(carry_nz), tuple(xs_nz)), compute)
+
+
 def _scan_jvp(primals, tangents, jaxpr, length, num_carry, num_consts, reverse, unroll):
     params = dict(jaxpr=jaxpr, length=length, num_carry=num_carry, num_consts=num_consts,
                   reverse=reverse, unroll=unroll)
@@ -715,20 +741,9 @@ def _scan_jvp(primals, tangents, jaxpr, length, num_carry, num_consts, reverse, 
     if not any(const_nz + carry_nz + xs_nz):
         outs = scan_p.bind(*primals, **params)
         return outs, [Zero(get_aval(o).tangent_aval()) for o in outs]
-    while True:
-        jj, out_nz = ad.jvp_jaxpr(jaxpr, const_nz + carry_nz + xs_nz,
-                                  instantiate_out=carry_nz + [False] * ny)
-        new = [a or b for a, b in zip(carry_nz, out_nz[:num_carry])]
-        if new == carry_nz:
-            break
-        carry_nz = new
-    ys_nz = list(out_nz[num_carry:])
-    nc, nk, nx = len(consts), len(init), len(xs)
-    nct, nkt, nxt, nyt = sum(const_nz), sum(carry_nz), sum(xs_nz), sum(ys_nz)
-    # (consts, carry, xs, ct, kt, xt) -> (consts, ct, carry, kt, xs, xt);
-    # outputs (carry, ys, kt, yt) -> (carry, kt, ys, yt)
-    jj = _permute_invars(jj, _interleave([nc, nk, nx], [nct, nkt, nxt]))
-    jj = _permute_outvars(jj, _interleave([nk, ny], [nkt, nyt]))
+    jj, carry_nz, ys_nz = _jvp_body(jaxpr, num_carry, const_nz, carry_nz, xs_nz)
+    nc, nk = len(consts), len(init)
+    nct, nkt = sum(const_nz), sum(carry_nz)
     tinit = [ad.zeros(get_aval(x).tangent_aval()) if type(t) is Zero else t
              for t, x, n in zip(it, init, carry_nz) if n]
     outs = scan_p.bind(*consts, *[t for t, n in zip(ct, const_nz) if n],
@@ -811,6 +826,76 @@ def _checkpointed(jaxpr):
         list(jaxpr.in_avals))
 
 
+class _PePlan:
+    """What _scan_partial_eval derives from the body and which operands are
+    unknown, independent of their values (memoized per interned body)."""
+
+    __slots__ = ("carry_uk", "out_uk", "known_only", "kinds", "inv_j", "body_k", "nkc",
+                 "nkk", "n_kout", "body_u", "n_res_c")
+
+
+_pe_plans: dict = {}
+
+
+def _pe_plan(jaxpr, nc, nk, const_uk, carry_uk, xs_uk, staged):
+    def compute():
+        p = _PePlan()
+        body = jaxpr
+        split, cuk = _split_body(body, list(const_uk), list(carry_uk), list(xs_uk), nk)
+        if staged and _remat_pays(body, split, nc, const_uk, cuk):
+            body = _checkpointed(body)
+            split, cuk = _split_body(body, list(const_uk), list(carry_uk), list(xs_uk), nk)
+        known_j, unknown_j, out_uk, num_res = split
+        p.carry_uk, p.out_uk = tuple(cuk), tuple(out_uk)
+        p.known_only = None
+        if not any(out_uk):  # unknowns feed no output: the known scan is all there is
+            p.known_only, _ = _dce(known_j, [True] * (len(known_j.out_avals) - num_res)
+                                   + [False] * num_res, [True] * len(known_j.in_avals))
+            return p
+        kj = known_j.jaxpr
+        p.nkc = nkc = sum(1 for u in const_uk if not u)
+        p.nkk = nkk = sum(1 for u in cuk if not u)
+        p.n_kout = n_kout = len(kj.outvars) - num_res
+        res_vars = kj.outvars[n_kout:]
+        variant = _variant_vars(kj, [False] * nkc + [True] * (len(kj.invars) - nkc))
+        const_pos = {v: i for i, v in enumerate(kj.invars[:nkc])}
+        xs_pos = {v: i for i, v in enumerate(kj.invars[nkc + nkk:])}
+        # residual kinds: ("const", i) known const operand; ("xs", i) known xs
+        # operand; ("inv", None) loop-invariant, computed once; ("stack", None)
+        kinds = []
+        for r in res_vars:
+            if type(r) is Var and r in const_pos:
+                kinds.append(("const", const_pos[r]))
+            elif type(r) is Var and r in xs_pos:
+                kinds.append(("xs", xs_pos[r]))
+            elif type(r) is not Var or r not in variant:
+                kinds.append(("inv", None))
+            else:
+                kinds.append(("stack", None))
+        p.kinds = kinds
+        p.inv_j = None
+        inv_outs = [r for r, (k, _) in zip(res_vars, kinds) if k == "inv"]
+        if inv_outs:
+            inv_j = _with_vars(known_j, outvars=inv_outs)
+            p.inv_j, _ = _dce(inv_j, [True] * len(inv_outs),
+                              [True] * nkc + [False] * (len(kj.invars) - nkc))
+        stack_outs = [r for r, (k, _) in zip(res_vars, kinds) if k == "stack"]
+        body_k = _with_vars(known_j, outvars=list(kj.outvars[:n_kout]) + stack_outs)
+        p.body_k, _ = _dce(body_k, [True] * len(body_k.jaxpr.outvars), [True] * len(kj.invars))
+        # the unknown body: invars (res..., uk consts, uk carry, uk xs) ->
+        # consts (invariant res..., uk consts), carry, xs (stacked res..., uk xs)
+        uinv = unknown_j.jaxpr.invars
+        res_in, uk_in = uinv[:num_res], uinv[num_res:]
+        uc_in, uk_carry_in, ux_in = _split(uk_in, sum(const_uk), sum(cuk))
+        res_c_vars = [v for v, (k, _) in zip(res_in, kinds) if k in ("const", "inv")]
+        res_x_vars = [v for v, (k, _) in zip(res_in, kinds) if k in ("xs", "stack")]
+        p.body_u = _with_vars(unknown_j, invars=res_c_vars + uc_in + uk_carry_in + res_x_vars + ux_in)
+        p.n_res_c = len(res_c_vars)
+        return p
+    return core.memo_by_jaxpr(_pe_plans, jaxpr, (nc, nk, tuple(const_uk), tuple(carry_uk),
+                                                 tuple(xs_uk), staged), compute)
+
+
 def _scan_partial_eval(trace, args, params):
     """The known part of the body runs now as a scan that also returns the
     residuals the unknown part needs: per-iteration ones stacked as extra ys;
@@ -822,95 +907,93 @@ def _scan_partial_eval(trace, args, params):
     const_uk = [trace.is_own(a) for a in consts]
     carry_uk = [trace.is_own(a) for a in init]
     xs_uk = [trace.is_own(a) for a in xs]
-    split, carry_uk = _split_body(jaxpr, const_uk, carry_uk, xs_uk, nk)
-    if isinstance(trace.parent, core.JaxprTrace) and _remat_pays(jaxpr, split, nc, const_uk,
-                                                                  carry_uk):
-        jaxpr = _checkpointed(jaxpr)
-        split, carry_uk = _split_body(jaxpr, const_uk, carry_uk, xs_uk, nk)
-    known_j, unknown_j, out_uk, num_res = split
-    ys_uk = list(out_uk[nk:])
     if all(const_uk + carry_uk + xs_uk):
         return _stage(trace, scan_p, args, params)
-    if not any(out_uk):  # unknowns feed no output: the known scan is all there is
-        body_k, _ = _dce(known_j, [True] * (len(known_j.out_avals) - num_res) + [False] * num_res,
-                         [True] * len(known_j.in_avals))
+    plan = _pe_plan(jaxpr, nc, nk, const_uk, carry_uk, xs_uk,
+                    isinstance(trace.parent, core.JaxprTrace))
+    carry_uk = plan.carry_uk
+    if all(const_uk) and all(carry_uk) and all(xs_uk):
+        return _stage(trace, scan_p, args, params)
+    if plan.known_only is not None:
         kargs = ([a for a, u in zip(consts, const_uk) if not u] + list(init)
                  + [a for a, u in zip(xs, xs_uk) if not u])
         with set_trace(trace.parent):
-            return scan_p.bind(*kargs, **dict(params, jaxpr=body_k, num_consts=nc - sum(const_uk)))
-
-    kj = known_j.jaxpr
+            return scan_p.bind(*kargs, **dict(params, jaxpr=plan.known_only,
+                                              num_consts=nc - sum(const_uk)))
+    ys_uk = plan.out_uk[nk:]
     kc = [a for a, u in zip(consts, const_uk) if not u]
     kinit = [a for a, u in zip(init, carry_uk) if not u]
     kxs = [a for a, u in zip(xs, xs_uk) if not u]
-    nkc, nkk = len(kc), len(kinit)
-    n_kout = len(kj.outvars) - num_res
-    res_vars = kj.outvars[n_kout:]
-    variant = _variant_vars(kj, [False] * nkc + [True] * (len(kj.invars) - nkc))
-    const_pos = {v: i for i, v in enumerate(kj.invars[:nkc])}
-    xs_pos = {v: i for i, v in enumerate(kj.invars[nkc + nkk:])}
-    # residual kinds: ("const", i) known const operand; ("xs", i) known xs
-    # operand; ("inv", None) loop-invariant, computed once; ("stack", None)
-    kinds = []
-    for r in res_vars:
-        if type(r) is Var and r in const_pos:
-            kinds.append(("const", const_pos[r]))
-        elif type(r) is Var and r in xs_pos:
-            kinds.append(("xs", xs_pos[r]))
-        elif type(r) is not Var or r not in variant:
-            kinds.append(("inv", None))
-        else:
-            kinds.append(("stack", None))
-
     inv_vals = []
-    inv_outs = [r for r, (k, _) in zip(res_vars, kinds) if k == "inv"]
-    if inv_outs:
-        inv_j = _with_vars(known_j, outvars=inv_outs)
-        inv_j, _ = _dce(inv_j, [True] * len(inv_outs),
-                        [True] * nkc + [False] * (len(kj.invars) - nkc))
+    if plan.inv_j is not None:
         with set_trace(trace.parent):
-            inv_vals = list(_eval(inv_j, kc))
-    stack_outs = [r for r, (k, _) in zip(res_vars, kinds) if k == "stack"]
-    body_k = _with_vars(known_j, outvars=list(kj.outvars[:n_kout]) + stack_outs)
-    body_k, _ = _dce(body_k, [True] * len(body_k.jaxpr.outvars), [True] * len(kj.invars))
-
-    kparams = dict(params, jaxpr=body_k, num_consts=nkc, num_carry=nkk)
+            inv_vals = list(_eval(plan.inv_j, kc))
+    kparams = dict(params, jaxpr=plan.body_k, num_consts=plan.nkc, num_carry=plan.nkk)
     with set_trace(trace.parent):
         kouts = scan_p.bind(*kc, *kinit, *kxs, **kparams)
-    kcarry, kys, stacked = _split(kouts, nkk, n_kout - nkk)
+    kcarry, kys, stacked = _split(kouts, plan.nkk, plan.n_kout - plan.nkk)
 
-    # the unknown body: invars (res..., uk consts, uk carry, uk xs) ->
-    # consts (invariant res..., uk consts), carry, xs (stacked res..., uk xs)
-    uinv = unknown_j.jaxpr.invars
-    res_in, uk_in = uinv[:num_res], uinv[num_res:]
-    nuc, nuk = sum(const_uk), sum(carry_uk)
-    uc_in, uk_carry_in, ux_in = _split(uk_in, nuc, nuk)
-    res_c_vars, res_c_vals, res_x_vars, res_x_vals = [], [], [], []
+    res_c_vals, res_x_vals = [], []
     inv_it, stack_it = iter(inv_vals), iter(stacked)
-    for v, (k, i) in zip(res_in, kinds):
+    for k, i in plan.kinds:
         if k == "const":
-            res_c_vars.append(v)
             res_c_vals.append(kc[i])
         elif k == "inv":
-            res_c_vars.append(v)
             res_c_vals.append(next(inv_it))
         elif k == "xs":
-            res_x_vars.append(v)
             res_x_vals.append(kxs[i])
         else:
-            res_x_vars.append(v)
             res_x_vals.append(next(stack_it))
-    body_u = _with_vars(unknown_j, invars=res_c_vars + uc_in + uk_carry_in + res_x_vars + ux_in)
     uc = [a for a, u in zip(consts, const_uk) if u]
     uinit = [a for a, u in zip(init, carry_uk) if u]
     ux = [a for a, u in zip(xs, xs_uk) if u]
-    uparams = dict(params, jaxpr=body_u, num_consts=len(res_c_vars) + nuc, num_carry=nuk)
+    nuk = sum(carry_uk)
+    uparams = dict(params, jaxpr=plan.body_u, num_consts=plan.n_res_c + len(uc), num_carry=nuk)
     uargs = res_c_vals + uc + uinit + res_x_vals + ux
     uouts = trace.emit(scan_p, [trace.getvar(a) for a in uargs], _scan_out_avals(uparams), uparams)
     ucarry, uys = uouts[:nuk], uouts[nuk:]
     kci, uci, kyi, uyi = iter(kcarry), iter(ucarry), iter(kys), iter(uys)
     return ([next(uci) if u else next(kci) for u in carry_uk]
             + [next(uyi) if u else next(kyi) for u in ys_uk])
+
+
+_transposed_bodies: dict = {}
+
+
+def _transpose_body(jaxpr, num_consts, num_carry, c_lin, x_lin, y_nz, in_avals):
+    """The backward scan's body: (residual consts, const cotangent
+    accumulators, carry cotangents, residual xs, ys cotangents) ->
+    (accumulators, carry cotangents, xs cotangents); memoized per body."""
+    def compute():
+        c_avals, k_avals, x_avals = _split(jaxpr.in_avals, num_consts, num_carry)
+        out_avals = jaxpr.out_avals
+        c_want = [l and _is_float(a) for l, a in zip(c_lin, c_avals)]
+        x_want = [l and _is_float(a) for l, a in zip(x_lin, x_avals)]
+        nrc = sum(1 for l in c_lin if not l)
+        nacc, nkt = sum(c_want), len(k_avals)
+        nrx = sum(1 for l in x_lin if not l)
+
+        def body_t(*a):
+            rc, acc, ctk, rx, cty = _split(a, nrc, nacc, nkt, nrx)
+            rci, rxi = iter(rc), iter(rx)
+            full = ([next(rci) if not l else UndefinedPrimal(av) for l, av in zip(c_lin, c_avals)]
+                    + [UndefinedPrimal(av) for av in k_avals]
+                    + [next(rxi) if not l else UndefinedPrimal(av)
+                       for l, av in zip(x_lin, x_avals)])
+            ctyi = iter(cty)
+            full_cts = list(ctk) + [next(ctyi) if nz else Zero(av.tangent_aval())
+                                    for nz, av in zip(y_nz, out_avals[num_carry:])]
+            res = _backward(jaxpr, full, full_cts)
+            rc_ct, rk_ct, rx_ct = _split(res, num_consts, num_carry)
+            acci = iter(acc)
+            new_acc = [ad.add_tangents(next(acci), _instantiate_ct(c, av) if type(c) is Zero else c)
+                       for c, av, w in zip(rc_ct, c_avals, c_want) if w]
+            new_k = [_instantiate_ct(c, av) for c, av in zip(rk_ct, k_avals)]
+            new_x = [_instantiate_ct(c, av) for c, av, w in zip(rx_ct, x_avals, x_want) if w]
+            return new_acc + new_k + new_x
+        return core.trace_to_jaxpr(body_t, list(in_avals))
+    key = (num_consts, num_carry, tuple(c_lin), tuple(x_lin), tuple(y_nz), tuple(in_avals))
+    return core.memo_by_jaxpr(_transposed_bodies, jaxpr, key, compute)
 
 
 def _scan_transpose(cts, *args, jaxpr, length, num_carry, num_consts, reverse, unroll):
@@ -937,29 +1020,11 @@ def _scan_transpose(cts, *args, jaxpr, length, num_carry, num_consts, reverse, u
     kt_avals = [a.tangent_aval() for a in k_avals]
     out_avals = jaxpr.out_avals
     yt_avals = [a.tangent_aval() for a, nz in zip(out_avals[num_carry:], y_nz) if nz]
-    nrc, nacc, nkt, nrx = len(res_c), len(acc_avals), len(kt_avals), len(res_x)
-
-    def body_t(*a):
-        rc, acc, ctk, rx, cty = _split(a, nrc, nacc, nkt, nrx)
-        rci, rxi = iter(rc), iter(rx)
-        full = ([next(rci) if not l else UndefinedPrimal(av) for l, av in zip(c_lin, c_avals)]
-                + [UndefinedPrimal(av) for av in k_avals]
-                + [next(rxi) if not l else UndefinedPrimal(av) for l, av in zip(x_lin, x_avals)])
-        ctyi = iter(cty)
-        full_cts = list(ctk) + [next(ctyi) if nz else Zero(av.tangent_aval())
-                                for nz, av in zip(y_nz, out_avals[num_carry:])]
-        res = _backward(jaxpr, full, full_cts)
-        rc_ct, rk_ct, rx_ct = _split(res, num_consts, num_carry)
-        acci = iter(acc)
-        new_acc = [ad.add_tangents(next(acci), _instantiate_ct(c, av) if type(c) is Zero else c)
-                   for c, av, w in zip(rc_ct, c_avals, c_want) if w]
-        new_k = [_instantiate_ct(c, av) for c, av in zip(rk_ct, k_avals)]
-        new_x = [_instantiate_ct(c, av) for c, av, w in zip(rx_ct, x_avals, x_want) if w]
-        return new_acc + new_k + new_x
-
+    nrc, nacc, nkt = len(res_c), len(acc_avals), len(kt_avals)
     res_c_avals = [get_aval(c) for c in res_c]
     res_x_avals = [get_aval(x).update(shape=tuple(get_aval(x).shape[1:])) for x in res_x]
-    jt = core.trace_to_jaxpr(body_t, res_c_avals + acc_avals + kt_avals + res_x_avals + yt_avals)
+    jt = _transpose_body(jaxpr, num_consts, num_carry, c_lin, x_lin, y_nz,
+                         res_c_avals + acc_avals + kt_avals + res_x_avals + yt_avals)
     acc0 = [ad.zeros(a) for a in acc_avals]
     ctk0 = [ad.zeros(a.tangent_aval()) if type(c) is Zero else c for c, a in zip(ct_carry, k_avals)]
     outs = scan_p.bind(*res_c, *acc0, *ctk0, *res_x, *[c for c in ct_ys if type(c) is not Zero],
@@ -1066,19 +1131,28 @@ def _scan_lower(ctx, *args, jaxpr, length, num_carry, num_consts, reverse, unrol
     return list(carry) + list(ys)
 
 
+_dce_bodies: dict = {}
+
+
 def _scan_dce(eqn, used_outputs):
     p = eqn.params
     j, nc, nk = p["jaxpr"], p["num_consts"], p["num_carry"]
     consts, init, xs = _split(eqn.invars, nc, nk)
-    used_carry, used_ys = list(used_outputs[:nk]), list(used_outputs[nk:])
-    while True:
-        _, used_in = _dce(j, used_carry + used_ys)
-        new = [a or b for a, b in zip(used_carry, used_in[nc:nc + nk])]
-        if new == used_carry:
-            break
-        used_carry = new
-    c_used, _, x_used = _split(used_in, nc, nk)
-    new_j, _ = _dce(j, used_carry + used_ys, keep_inputs=c_used + used_carry + x_used)
+
+    def compute():
+        used_carry, used_ys = list(used_outputs[:nk]), list(used_outputs[nk:])
+        while True:
+            _, used_in = _dce(j, used_carry + used_ys)
+            new = [a or b for a, b in zip(used_carry, used_in[nc:nc + nk])]
+            if new == used_carry:
+                break
+            used_carry = new
+        c_used, _, x_used = _split(used_in, nc, nk)
+        new_j, _ = _dce(j, used_carry + used_ys, keep_inputs=c_used + used_carry + x_used)
+        return new_j, c_used, used_carry, x_used, used_ys
+    # (memoized: a body and its derived bodies keep one identity across calls)
+    new_j, c_used, used_carry, x_used, used_ys = core.memo_by_jaxpr(
+        _dce_bodies, j, (nc, nk, tuple(used_outputs)), compute)
     invars = ([v for v, u in zip(consts, c_used) if u] + [v for v, u in zip(init, used_carry) if u]
               + [v for v, u in zip(xs, x_used) if u])
     outvars = [v for v, u in zip(eqn.outvars, used_carry + used_ys) if u]
