@@ -114,24 +114,29 @@ def transpose_vjp(prim, each=False):
     primitive's transpose rule: the needed operands become UndefinedPrimal,
     the others stay known values. each=True for primitives linear in each
     operand separately but not jointly (mul, dot_general, conv): one
-    transpose per needed operand."""
+    transpose per needed operand. The UndefinedPrimals are made when the
+    pullback runs, not when the tape records it: forward recording is the
+    per-operation hot path, and an entry the backward pass never reaches
+    needs none."""
     def vjp(needs, out, *args, **params):
         if not each:
-            a = [UndefinedPrimal(get_aval(x)) if n else x for x, n in zip(args, needs)]
-            return lambda ct: prim.transpose(ct, *a, **params)
-        plans = []
-        for i, n in enumerate(needs):
-            if n:
+            def pullback(ct):
                 a = list(args)
-                a[i] = UndefinedPrimal(get_aval(a[i]))
-                plans.append((i, a))
+                for i, n in enumerate(needs):
+                    if n:
+                        a[i] = UndefinedPrimal(get_aval(a[i]))
+                return prim.transpose(ct, *a, **params)
+            return pullback
 
-        def pullback(ct):
+        def pullback_each(ct):
             cts = [None] * len(args)
-            for i, a in plans:
-                cts[i] = prim.transpose(ct, *a, **params)[i]
+            for i, n in enumerate(needs):
+                if n:
+                    a = list(args)
+                    a[i] = UndefinedPrimal(get_aval(a[i]))
+                    cts[i] = prim.transpose(ct, *a, **params)[i]
             return cts
-        return pullback
+        return pullback_each
     return vjp
 
 

@@ -73,40 +73,46 @@ class TapeTrace(core.Trace):
         return s
 
     def process_primitive(self, prim, args, params):
-        vals, slots = [], []
+        # one pass over the operands: their values (a tape tracer holds an
+        # eager Array), their slots, and which ones the rule must differentiate
+        vals, slots, needs = [], [], []
         tracked = False
         for a in args:
             if type(a) is TapeTracer and a._trace is self:
                 vals.append(a.value)
                 slots.append(a.slot)
+                needs.append(True)
                 tracked = True
             else:
                 if isinstance(a, Tracer) and not a._trace.active:
                     raise core.leaked_tracer_error(a, prim)
                 vals.append(a)
                 slots.append(None)
+                needs.append(False)
         if not tracked:
             return prim.eager(vals, params)
-        if prim.vjp is not None and not prim.multiple_results:  # (rules are single-output)
-            out = prim.eager(vals, params)
-            dt = out._meta.dtype
-            if dt.kind not in "fc" and not dtypes.is_float(dt):
-                return out
-            # the rule runs eagerly (at the parent), without a set_trace object
-            _ctx.trace = None
-            try:
-                pullback = prim.vjp([s is not None for s in slots], out, *vals, **params)
-            finally:
-                _ctx.trace = self
-            if pullback is None:  # zero derivative
-                return out
-            if pullback is NotImplemented:
-                return self._linearized(prim, vals, slots, params)
-            slot = self.n_slots
-            self.n_slots = slot + 1
-            self.entries.append((slot, 1, pullback, slots))
-            return TapeTracer(self, out, slot)
-        return self._linearized(prim, vals, slots, params)
+        vjp = prim.vjp
+        if vjp is None or prim.multiple_results:  # (direct rules are single-output)
+            return self._linearized(prim, vals, slots, params)
+        out = prim.eager(vals, params)
+        v = out._v  # (an impl's result is on the host; a device result has a buffer)
+        dt = (v if v is not None else out._buf).dtype
+        if dt.kind not in "fc" and not dtypes.is_float(dt):
+            return out
+        # the rule runs eagerly (at the parent), without a set_trace object
+        _ctx.trace = None
+        try:
+            pullback = vjp(needs, out, *vals, **params)
+        finally:
+            _ctx.trace = self
+        if pullback is None:  # zero derivative
+            return out
+        if pullback is NotImplemented:
+            return self._linearized(prim, vals, slots, params)
+        slot = self.n_slots
+        self.n_slots = slot + 1
+        self.entries.append((slot, 1, pullback, slots))
+        return TapeTracer(self, out, slot)
 
     def _linearized(self, prim, vals, slots, params):
         """Fallback: linearize this one application (at the eager parent)."""
@@ -139,6 +145,8 @@ class TapeTrace(core.Trace):
         cts = [None] * self.n_slots
         for s, c in seeds:
             _accumulate(cts, s, c)
+        # (cts never holds a Zero, so sums need no Zero checks: add_any directly)
+        add = core.registry["add_any"].bind
         for out_slot, n_out, pullback, in_slots in reversed(self.entries):
             if n_out == 1:
                 ct = cts[out_slot]
@@ -150,9 +158,11 @@ class TapeTrace(core.Trace):
                 if all(c is None for c in ct):
                     continue
                 cts[out_slot:out_slot + n_out] = [None] * n_out
+            # (_accumulate inlined: this loop runs once per operand of the tape)
             for s, c in zip(in_slots, pullback(ct)):
-                if s is not None:
-                    _accumulate(cts, s, c)
+                if s is not None and c is not None and type(c) is not Zero:
+                    prev = cts[s]
+                    cts[s] = c if prev is None else add(prev, c)
         return cts
 
 

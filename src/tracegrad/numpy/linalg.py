@@ -78,16 +78,20 @@ def _fast_matmul(a, b):
         a_, b_ = a, b
     else:
         return None
-    if type(a_) is Array and type(b_) is Array:
-        va, vb = a_._v, b_._v
+    # (a NumPy operand, e.g. a weight matrix passed as data, is a strong constant)
+    if type(a_) in _ARRAY_TYPES and type(b_) in _ARRAY_TYPES:
+        va = a_._v if type(a_) is Array else a_
+        vb = b_._v if type(b_) is Array else b_
         if (va is not None and vb is not None and 1 <= va.ndim <= 2 and 1 <= vb.ndim <= 2
                 and va.ndim + vb.ndim > 2 and va.dtype == vb.dtype and va.dtype.kind == "f"
                 and va.dtype.itemsize >= 4 and va.shape[-1] == vb.shape[0]):
             if taped:
                 return _dot(a, b, ((va.ndim - 1,), (0,)))
-            return Array(va @ vb, a_.weak and b_.weak)
+            return Array(va @ vb, type(a_) is Array and a_.weak and type(b_) is Array and b_.weak)
     return None
 
+
+_ARRAY_TYPES = (Array, np.ndarray)
 
 
 # --------------------------------------------------------------------------
