@@ -71,3 +71,21 @@ def test_structure_key_sees_params_avals_and_source_lines():
     assert key(j1.jaxpr) != key(j3.jaxpr) != key(j4.jaxpr)
     same = [trace(lambda a: [tnp.sum(a, axis=0)], ((3, 4), "float64")) for _ in range(2)]
     assert same[0] is same[1]      # one source line, twice: one object
+
+
+def test_cond_branches_derived_once_and_right():
+    def f(x):
+        y = lax.cond(x[0] > 0, lambda v: tnp.sin(v) * 2.0, lambda v: tnp.cos(v) + v, x)
+        return tnp.sum(y * y)
+
+    def jf(x):
+        y = jax.lax.cond(x[0] > 0, lambda v: jnp.sin(v) * 2.0, lambda v: jnp.cos(v) + v, x)
+        return jnp.sum(y * y)
+    for x in (np.linspace(0.1, 1.0, 5), np.linspace(-1.0, 0.5, 5)):
+        g1 = tg.grad(f)(x)
+        sizes = [len(cf._cond_pe_plans), len(cf._cond_transposes), len(cf._cond_jvps)]
+        g2 = tg.grad(f)(x)
+        assert [len(cf._cond_pe_plans), len(cf._cond_transposes), len(cf._cond_jvps)] == sizes
+        np.testing.assert_array_equal(np.asarray(g1), np.asarray(g2))
+        np.testing.assert_allclose(np.asarray(g1), np.asarray(jax.grad(jf)(jnp.asarray(x))),
+                                   rtol=1e-12)

@@ -681,10 +681,10 @@ def intern_jaxpr(closed: ClosedJaxpr) -> ClosedJaxpr:
 
 
 def memo_by_jaxpr(table, closed, extra, compute):
-    """compute() cached by the identity of the jaxpr `closed` and the
-    hashable `extra` (the entry holds `closed`, so its id is not reused
-    while cached)."""
-    k = (id(closed), extra)
+    """compute() cached by the identity of the jaxpr `closed` (or of each
+    jaxpr in a tuple of them: cond's branches) and the hashable `extra`
+    (the entry holds `closed`, so no id is reused while cached)."""
+    k = (tuple(map(id, closed)) if type(closed) is tuple else id(closed), extra)
     hit = table.get(k)
     if hit is not None:
         return hit[1]

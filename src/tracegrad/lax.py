@@ -225,7 +225,8 @@ def _switch(index, branches, operands, api, names):
         j = closed.jaxpr
         own = dict(zip((slots[id(c)] for c in cs), j.invars[:len(cs)]))
         cvars = [own[s] if s in own else Var(get_aval(c)) for s, c in enumerate(consts)]
-        jaxprs.append(ClosedJaxpr(Jaxpr([], cvars + list(j.invars[len(cs):]), j.outvars, j.eqns)))
+        jaxprs.append(core.intern_jaxpr(
+            ClosedJaxpr(Jaxpr([], cvars + list(j.invars[len(cs):]), j.outvars, j.eqns))))
     outs = cond_p.bind(index, *consts, *leaves, branches=tuple(jaxprs))
     return tree_unflatten(ref_tree, outs)
 

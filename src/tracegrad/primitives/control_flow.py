@@ -214,19 +214,89 @@ def _cond_abstract(index, *ops, branches):
     return _cond_out_avals(dict(branches=branches))
 
 
-def _cond_jvp(primals, tangents, branches):
-    index, *ops = primals
-    tops = tangents[1:]
-    nz = [_nonzero(t, x) for t, x in zip(tops, ops)]
+_cond_jvps: dict = {}
+
+
+def _jvp_branches(branches, nz):
+    """The branches' jvps with one set of nonzero output tangents."""
     nout = len(branches[0].out_avals)
     first = [ad.jvp_jaxpr(b, nz, instantiate_out=False) for b in branches]
     out_nz = [any(f[1][i] for f in first) for i in range(nout)]
     jbranches = tuple(j if list(onz) == out_nz else ad.jvp_jaxpr(b, nz, instantiate_out=out_nz)[0]
                       for b, (j, onz) in zip(branches, first))
+    return jbranches, out_nz
+
+
+def _cond_jvp(primals, tangents, branches):
+    index, *ops = primals
+    tops = tangents[1:]
+    nz = [_nonzero(t, x) for t, x in zip(tops, ops)]
+    nout = len(branches[0].out_avals)
+    jbranches, out_nz = core.memo_by_jaxpr(_cond_jvps, branches, tuple(nz),
+                                           lambda: _jvp_branches(branches, nz))
     tins = [t for t, n in zip(tops, nz) if n]
     outs = cond_p.bind(index, *ops, *tins, branches=jbranches)
     pouts, touts = outs[:nout], iter(outs[nout:])
     return pouts, [next(touts) if n else Zero(get_aval(p).tangent_aval()) for n, p in zip(out_nz, pouts)]
+
+
+class _CondPePlan:
+    """What _cond_partial_eval derives from the branches and which operands
+    are unknown, independent of their values (memoized per branches)."""
+
+    __slots__ = ("out_uk", "n_known", "known_only", "kbranches", "ubranches", "fwd_ops",
+                 "n_res")
+
+
+_cond_pe_plans: dict = {}
+
+
+def _cond_pe_plan(branches, uk, known_in):
+    def compute():
+        p = _CondPePlan()
+        nout = len(branches[0].out_avals)
+        first = [pe.partial_eval_jaxpr(b, uk) for b in branches]
+        out_uk = [any(f[2][i] for f in first) for i in range(nout)]
+        splits = [f if list(f[2]) == out_uk else pe.partial_eval_jaxpr(b, uk, instantiate=out_uk)
+                  for b, f in zip(branches, first)]
+        p.out_uk, p.n_known = out_uk, nout - sum(out_uk)
+        p.known_only = None
+        if not any(out_uk):  # unknowns feed no output: run the known halves, no residuals
+            p.known_only = tuple(_dce(kj, [True] * p.n_known + [False] * nres,
+                                      [True] * len(known_in))[0] for kj, _, _, nres in splits)
+            return p
+        # per branch: which residuals are known operands (forwarded), which are computed
+        fwd = []
+        for kj, _, _, nres in splits:
+            pos = {v: i for i, v in enumerate(kj.jaxpr.invars)}
+            outs = kj.jaxpr.outvars[len(kj.jaxpr.outvars) - nres:]
+            fwd.append([pos.get(v) if type(v) is Var else None for v in outs])
+        fwd_ops = sorted({k for f in fwd for k in f if k is not None})
+        res_avals = [[a for a, k in zip(uj.in_avals[:nres], f) if k is None]
+                     for (_, uj, _, nres), f in zip(splits, fwd)]
+
+        kbranches, ubranches = [], []
+        for b, ((kj, uj, _, nres), f) in enumerate(zip(splits, fwd)):
+            def known_fun(*ka, kj=kj, nres=nres, f=f, b=b):
+                outs = _eval(kj, ka)
+                kouts, res = outs[:len(outs) - nres], outs[len(outs) - nres:]
+                slots = []
+                for b2, avals in enumerate(res_avals):
+                    slots += ([r for r, k in zip(res, f) if k is None] if b2 == b
+                              else [ad.zeros(a) for a in avals])
+                return kouts + slots
+            kbranches.append(core.trace_to_jaxpr(known_fun, list(known_in)))
+            res_in, rest = uj.jaxpr.invars[:nres], uj.jaxpr.invars[nres:]
+            own_fwd = {k: v for v, k in zip(res_in, f) if k is not None}
+            new_invars = [own_fwd[k] if k in own_fwd else Var(known_in[k]) for k in fwd_ops]
+            for b2, avals in enumerate(res_avals):
+                new_invars += ([v for v, k in zip(res_in, f) if k is None] if b2 == b
+                               else [Var(a) for a in avals])
+            ubranches.append(_with_vars(uj, invars=new_invars + rest))
+        p.kbranches, p.ubranches = tuple(kbranches), tuple(ubranches)
+        p.fwd_ops, p.n_res = fwd_ops, sum(map(len, res_avals))
+        return p
+    return core.memo_by_jaxpr(_cond_pe_plans, branches, (tuple(uk), tuple(known_in)), compute)
 
 
 def _cond_partial_eval(trace, args, params):
@@ -239,60 +309,26 @@ def _cond_partial_eval(trace, args, params):
     if trace.is_own(index):
         return _stage(trace, cond_p, args, params)
     uk = [trace.is_own(a) for a in ops]
-    nout = len(branches[0].out_avals)
-    first = [pe.partial_eval_jaxpr(b, uk) for b in branches]
-    out_uk = [any(f[2][i] for f in first) for i in range(nout)]
-    splits = [f if list(f[2]) == out_uk else pe.partial_eval_jaxpr(b, uk, instantiate=out_uk)
-              for b, f in zip(branches, first)]
     kargs = [a for a, u in zip(ops, uk) if not u]
-    known_in = [get_aval(a) for a in kargs]
-    n_known = nout - sum(out_uk)
-    if not any(out_uk):  # unknowns feed no output: run the known halves, no residuals
-        kbranches = tuple(_dce(kj, [True] * n_known + [False] * nres, [True] * len(known_in))[0]
-                          for kj, _, _, nres in splits)
+    plan = _cond_pe_plan(branches, uk, [get_aval(a) for a in kargs])
+    n_known = plan.n_known
+    if plan.known_only is not None:
         with set_trace(trace.parent):
-            return cond_p.bind(index, *kargs, branches=kbranches) if n_known else []
-
-    # per branch: which residuals are known operands (forwarded), which are computed
-    fwd = []
-    for kj, _, _, nres in splits:
-        pos = {v: i for i, v in enumerate(kj.jaxpr.invars)}
-        outs = kj.jaxpr.outvars[len(kj.jaxpr.outvars) - nres:]
-        fwd.append([pos.get(v) if type(v) is Var else None for v in outs])
-    fwd_ops = sorted({k for f in fwd for k in f if k is not None})
-    res_avals = [[a for a, k in zip(uj.in_avals[:nres], f) if k is None]
-                 for (_, uj, _, nres), f in zip(splits, fwd)]
-
-    kbranches, ubranches = [], []
-    for b, ((kj, uj, _, nres), f) in enumerate(zip(splits, fwd)):
-        def known_fun(*ka, kj=kj, nres=nres, f=f, b=b):
-            outs = _eval(kj, ka)
-            kouts, res = outs[:len(outs) - nres], outs[len(outs) - nres:]
-            slots = []
-            for b2, avals in enumerate(res_avals):
-                slots += ([r for r, k in zip(res, f) if k is None] if b2 == b
-                          else [ad.zeros(a) for a in avals])
-            return kouts + slots
-        kbranches.append(core.trace_to_jaxpr(known_fun, known_in))
-        res_in, rest = uj.jaxpr.invars[:nres], uj.jaxpr.invars[nres:]
-        own_fwd = {k: v for v, k in zip(res_in, f) if k is not None}
-        new_invars = [own_fwd[k] if k in own_fwd else Var(known_in[k]) for k in fwd_ops]
-        for b2, avals in enumerate(res_avals):
-            new_invars += ([v for v, k in zip(res_in, f) if k is None] if b2 == b
-                           else [Var(a) for a in avals])
-        ubranches.append(_with_vars(uj, invars=new_invars + rest))
-
+            return cond_p.bind(index, *kargs, branches=plan.known_only) if n_known else []
     kouts = []
-    if n_known or sum(map(len, res_avals)):
+    if n_known or plan.n_res:
         with set_trace(trace.parent):
-            kouts = cond_p.bind(index, *kargs, branches=tuple(kbranches))
+            kouts = cond_p.bind(index, *kargs, branches=plan.kbranches)
     known_outs, res = kouts[:n_known], kouts[n_known:]
-    uparams = dict(params, branches=tuple(ubranches))
-    uargs = ([index] + [kargs[k] for k in fwd_ops] + list(res)
+    uparams = dict(params, branches=plan.ubranches)
+    uargs = ([index] + [kargs[k] for k in plan.fwd_ops] + list(res)
              + [a for a, u in zip(ops, uk) if u])
     uouts = trace.emit(cond_p, [trace.getvar(a) for a in uargs], _cond_out_avals(uparams), uparams)
     ki, ui = iter(known_outs), iter(uouts)
-    return [next(ui) if u else next(ki) for u in out_uk]
+    return [next(ui) if u else next(ki) for u in plan.out_uk]
+
+
+_cond_transposes: dict = {}
 
 
 def _cond_transpose(cts, index, *ops, branches):
@@ -304,7 +340,9 @@ def _cond_transpose(cts, index, *ops, branches):
     want = [l and _is_float(x.aval) for x, l in zip(ops, lin)]
     if not any(ct_nz) or not any(want):
         return [None] * (1 + len(ops))
-    tbranches = tuple(_transpose_closed(b, lin, ct_nz, want) for b in branches)
+    tbranches = core.memo_by_jaxpr(
+        _cond_transposes, branches, (tuple(lin), tuple(ct_nz), tuple(want)),
+        lambda: tuple(_transpose_closed(b, lin, ct_nz, want) for b in branches))
     nonlin = [x for x, l in zip(ops, lin) if not l]
     outs = iter(cond_p.bind(index, *nonlin, *[c for c in cts if type(c) is not Zero],
                             branches=tbranches))
@@ -355,14 +393,20 @@ def _cond_lower(ctx, index, *ops, branches):
     return list(op.results)
 
 
+_cond_dces: dict = {}
+
+
 def _cond_dce(eqn, used_outputs):
     branches = eqn.params["branches"]
     index, ops = eqn.invars[0], eqn.invars[1:]
-    used_in = [False] * len(ops)
-    for b in branches:
-        _, u = _dce(b, used_outputs)
-        used_in = [a or c for a, c in zip(used_in, u)]
-    new = tuple(_dce(b, used_outputs, keep_inputs=used_in)[0] for b in branches)
+
+    def compute():
+        used_in = [False] * len(ops)
+        for b in branches:
+            _, u = _dce(b, used_outputs)
+            used_in = [a or c for a, c in zip(used_in, u)]
+        return tuple(_dce(b, used_outputs, keep_inputs=used_in)[0] for b in branches), used_in
+    new, used_in = core.memo_by_jaxpr(_cond_dces, branches, tuple(used_outputs), compute)
     return eqn.replace(invars=[index] + [v for v, u in zip(ops, used_in) if u],
                        outvars=[v for v, u in zip(eqn.outvars, used_outputs) if u],
                        params=dict(eqn.params, branches=new))
