@@ -89,3 +89,23 @@ def test_cond_branches_derived_once_and_right():
         np.testing.assert_array_equal(np.asarray(g1), np.asarray(g2))
         np.testing.assert_allclose(np.asarray(g1), np.asarray(jax.grad(jf)(jnp.asarray(x))),
                                    rtol=1e-12)
+
+
+def test_while_jvp_and_batched_bodies_derived_once_and_right():
+    from tracegrad.interpreters import batching
+
+    def f(x):
+        return lax.while_loop(lambda c: c[0] < 5, lambda c: (c[0] + 1, tnp.sin(c[1]) * 1.1),
+                              (0, x))[1]
+
+    def jf(x):
+        return jax.lax.while_loop(lambda c: c[0] < 5, lambda c: (c[0] + 1, jnp.sin(c[1]) * 1.1),
+                                  (0, x))[1]
+    x = np.linspace(0.1, 1.0, 4)
+    j1 = tg.jacfwd(f)(x)
+    sizes = [len(cf._while_jvps), len(batching._batched)]
+    j2 = tg.jacfwd(f)(x)
+    assert [len(cf._while_jvps), len(batching._batched)] == sizes
+    np.testing.assert_array_equal(np.asarray(j1), np.asarray(j2))
+    np.testing.assert_allclose(np.asarray(j1), np.asarray(jax.jacfwd(jf)(jnp.asarray(x))),
+                               rtol=1e-12)

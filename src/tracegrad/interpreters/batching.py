@@ -156,12 +156,24 @@ def vmap_flat(fun, args, in_dims, out_dims, axis_size, fn_name=None, out_name=No
     return res
 
 
+_batched: dict = {}
+
+
 def batch_jaxpr(closed, size, in_batched, instantiate):
     """Batched version of a closed jaxpr: batched inputs/outputs carry the
     batch axis first. Outputs are batched where the computation makes them so
     or `instantiate` asks (so outputs that do not depend on a batched input
     can stay unbatched: jacfwd's primal outputs). Returns (closed, out_batched).
-    (The primitives that carry jaxprs, jit/cond/while/scan, batch them here.)"""
+    (The primitives that carry jaxprs, jit/cond/while/scan, batch them here;
+    memoized per jaxpr: eager vmap of a loop meets the same interned body
+    on every call.)"""
+    bj, out_batched = core.memo_by_jaxpr(
+        _batched, closed, (size, tuple(in_batched), tuple(instantiate)),
+        lambda: _batch_jaxpr(closed, size, in_batched, instantiate))
+    return bj, list(out_batched)
+
+
+def _batch_jaxpr(closed, size, in_batched, instantiate):
     in_avals = [a.update(shape=(size,) + tuple(a.shape)) if b else a
                 for a, b in zip(closed.in_avals, in_batched)]
     box = []
@@ -188,7 +200,7 @@ def batch_jaxpr(closed, size, in_batched, instantiate):
         box[:] = flags
         return res
 
-    return core.trace_to_jaxpr(fun, in_avals), list(box)
+    return core.trace_to_jaxpr(fun, in_avals), tuple(box)
 
 
 def vmap_jaxpr(closed: core.ClosedJaxpr, axis_size, in_dims, out_dims_at_front=True):

@@ -490,6 +490,27 @@ def _add_unused_invars(closed, avals):
     return _with_vars(closed, invars=list(closed.jaxpr.invars) + [Var(a) for a in avals])
 
 
+_while_jvps: dict = {}
+
+
+def _while_jvp_jaxprs(body_jaxpr, cond_jaxpr, bc_nz, carry_nz, kt_avals):
+    """(body jvp, cond taking the carry tangents too, carry_nz at the fixed
+    point: a carry has a nonzero tangent if it starts with one or the body
+    gives it one)."""
+    carry_nz = list(carry_nz)
+    while True:
+        jb, out_nz = ad.jvp_jaxpr(body_jaxpr, list(bc_nz) + carry_nz, instantiate_out=carry_nz)
+        new = [a or b for a, b in zip(carry_nz, out_nz)]
+        if new == carry_nz:
+            break
+        carry_nz = new
+    nb, nk = len(bc_nz), len(carry_nz)
+    # jvp jaxpr: (bc, carry, bct, carryt) -> (carry, carryt); while wants consts first
+    jb = _permute_invars(jb, _interleave([nb, nk], [sum(bc_nz), sum(carry_nz)]))
+    cj = _add_unused_invars(cond_jaxpr, [a for a, n in zip(kt_avals, carry_nz) if n])
+    return jb, cj, tuple(carry_nz)
+
+
 def _while_jvp(primals, tangents, body_jaxpr, body_nconsts, cond_jaxpr, cond_nconsts):
     cc, bc, init = _split(primals, cond_nconsts, body_nconsts)
     _, bct, initt = _split(tangents, cond_nconsts, body_nconsts)
@@ -499,20 +520,12 @@ def _while_jvp(primals, tangents, body_jaxpr, body_nconsts, cond_jaxpr, cond_nco
         outs = while_p.bind(*primals, body_jaxpr=body_jaxpr, body_nconsts=body_nconsts,
                             cond_jaxpr=cond_jaxpr, cond_nconsts=cond_nconsts)
         return outs, [Zero(get_aval(o).tangent_aval()) for o in outs]
-    # fixed point: a carry has a nonzero tangent if it starts with one or
-    # the body gives it one
-    while True:
-        jb, out_nz = ad.jvp_jaxpr(body_jaxpr, bc_nz + carry_nz, instantiate_out=carry_nz)
-        new = [a or b for a, b in zip(carry_nz, out_nz)]
-        if new == carry_nz:
-            break
-        carry_nz = new
+    kt_avals = tuple(get_aval(x).tangent_aval() for x in init)
+    jb, cj, carry_nz = core.memo_by_jaxpr(
+        _while_jvps, (body_jaxpr, cond_jaxpr), (tuple(bc_nz), tuple(carry_nz), kt_avals),
+        lambda: _while_jvp_jaxprs(body_jaxpr, cond_jaxpr, bc_nz, carry_nz, kt_avals))
     nb, nk = len(bc), len(init)
-    nbt, nkt = sum(bc_nz), sum(carry_nz)
-    # jvp jaxpr: (bc, carry, bct, carryt) -> (carry, carryt); while wants consts first
-    jb = _permute_invars(jb, _interleave([nb, nk], [nbt, nkt]))
-    carry_t_avals = [get_aval(x).tangent_aval() for x, n in zip(init, carry_nz) if n]
-    cj = _add_unused_invars(cond_jaxpr, carry_t_avals)
+    nbt = sum(bc_nz)
     tinit = [ad.zeros(get_aval(x).tangent_aval()) if type(t) is Zero else t
              for t, x, n in zip(initt, init, carry_nz) if n]
     outs = while_p.bind(*cc, *bc, *[t for t, n in zip(bct, bc_nz) if n], *init, *tinit,
