@@ -569,3 +569,49 @@ def test_error_in_while_and_cond_bodies(compiled):
         with policy(compiled):
             m = error_message(f, np.float64(1.0))
         assert "test_boom" in m and m == error_message(slow, f, np.float64(1.0))
+
+
+# ---- add_any trees over zero pads become one step (_pad_sums)
+
+
+def _np(x):
+    return np.asarray(x.value if isinstance(x, tg.Array) else x)
+
+
+def _pullback_both_ways(f, x, cts):
+    """f's vjp at x as a jaxpr, run as a NumPy program (which must fuse some
+    pad sums) and equation by equation, at the cotangents cts."""
+    _, pullback = tg.vjp(f, x)
+    closed = tg.make_jaxpr(pullback)(cts)
+    assert numpy_program._pad_sums(closed.jaxpr)[0], "no pad sum to fuse"
+    flat = [np.asarray(c) for c in jtu.tree_leaves(cts)]
+    fast = numpy_program.program(closed).run(*flat)
+    ref = core.eval_jaxpr(closed.jaxpr, closed.consts, *flat)
+    return _np(fast[0]), _np(ref[0])
+
+
+def _same_bits(a, b):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_pad_sums_tile_and_keep_zero_signs(dtype):
+    # slices of one vector: the vjp sums four zero pads that tile the
+    # result; a -0 cotangent comes out +0 (0 + -0), as the sum gives it
+    def f(x):
+        return tnp.concatenate([x[0:2] * 2.0, x[2:5] * -1.0, x[5:6], x[6:8] * 3.0])
+    x = np.arange(8, dtype=dtype)
+    ct = np.array([-0.0, 1.5, -0.0, 2.0, np.inf, -0.0, 0.25, -3.0], dtype)
+    _same_bits(*_pullback_both_ways(f, x, ct))
+
+
+def test_pad_sums_untiled_overlapping_and_2d():
+    def f(x):   # disjoint boxes with a gap (x[4] unused), an overlap, a separate output
+        return (x[0:2].sum() * 2.0 + x[5:7].sum() + x[1:3].sum() * -1.0, x[3:4] * 0.5)
+    _same_bits(*_pullback_both_ways(f, np.linspace(-1.0, 1.0, 7),
+                                    (np.asarray(-0.0), np.array([-0.0]))))
+
+    def g(m):
+        return tnp.concatenate([m[:, 0:1] * 2.0, m[:, 1:3] * -1.0], axis=1).sum(axis=0)
+    _same_bits(*_pullback_both_ways(g, np.arange(6.0).reshape(2, 3), np.array([-0.0, 1.0, 2.0])))

@@ -299,6 +299,119 @@ def _same(x):
     return x
 
 
+def _zero_pad_box(e):
+    """The box a pad with a literal +0 value places its operand in (one
+    (lo, size) per dimension), or None for any other pad."""
+    x, v = e.invars
+    cfg = e.params["padding_config"]
+    if type(v) is not Literal or not cfg or x.aval.ndim == 0:
+        return None
+    val = np.asarray(v.val)
+    if val != 0 or np.signbit(val.real):
+        return None
+    if any(lo < 0 or hi < 0 or it != 0 for lo, hi, it in cfg):
+        return None
+    return tuple((lo, n) for (lo, _, _), n in zip(cfg, x.aval.shape))
+
+
+def _tiling_axis(shape, boxes):
+    """(axis, operand order) when disjoint boxes, full in every other
+    dimension, cover the whole shape along one axis; else None."""
+    for axis in range(len(shape)):
+        if all(lo == 0 and n == shape[d] for box in boxes
+               for d, (lo, n) in enumerate(box) if d != axis):
+            order = sorted(range(len(boxes)), key=lambda i: boxes[i][axis][0])
+            end = 0
+            for i in order:
+                lo, n = boxes[i][axis]
+                if lo != end:
+                    return None
+                end += n
+            return (axis, order) if end == shape[axis] else None
+    return None
+
+
+def _disjoint(a, b):
+    return any(la + na <= lb or lb + nb <= la for (la, na), (lb, nb) in zip(a, b))
+
+
+def _pad_sums(jaxpr):
+    """add_any trees over zero pads that place their operands in disjoint
+    boxes of one result: the transpose of slicing a value into parts (an
+    LSTM cell's gates: four pads and three adds per step). Each tree is one
+    step writing its operands into one zero array: {root eqn index:
+    (fn, operand vars)}, and the indices of the equations folded into it.
+    Same bits: each element is +0 plus at most one operand value, as in the
+    sum of the pads (which also turns a -0 into +0)."""
+    eqns = jaxpr.eqns
+    made_by, uses = {}, {}
+    for k, e in enumerate(eqns):
+        for v in e.invars:
+            if type(v) is Var:
+                uses[v] = uses.get(v, 0) + 1
+        if len(e.outvars) == 1 and e.primitive.name in ("pad", "add_any"):
+            made_by[e.outvars[0]] = k
+    for v in jaxpr.outvars:
+        if type(v) is Var:
+            uses[v] = uses.get(v, 0) + 1
+
+    def tree(k):  # -> ([(box, operand var)], [eqn indices]) or None
+        e = eqns[k]
+        if e.primitive.name == "pad":
+            box = _zero_pad_box(e)
+            return None if box is None else ([(box, e.invars[0])], [k])
+        parts = []
+        for v in e.invars:
+            j = made_by.get(v) if type(v) is Var else None
+            if j is None or uses[v] != 1:
+                return None
+            t = tree(j)
+            if t is None:
+                return None
+            parts.append(t)
+        return parts[0][0] + parts[1][0], parts[0][1] + parts[1][1] + [k]
+
+    fused, folded = {}, set()
+    for k in range(len(eqns) - 1, -1, -1):
+        e = eqns[k]
+        if e.primitive.name != "add_any" or k in folded:
+            continue
+        t = tree(k)
+        if t is None:
+            continue
+        leaves, members = t
+        boxes = [b for b, _ in leaves]
+        if any(not _disjoint(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]):
+            continue
+        out = e.outvars[0].aval
+        fused[k] = (_fill_boxes(tuple(out.shape), np.dtype(out.dtype), boxes),
+                    [x for _, x in leaves])
+        folded.update(m for m in members if m != k)
+    return fused, folded
+
+
+def _fill_boxes(shape, dt, boxes):
+    tiled = _tiling_axis(shape, boxes)
+    if tiled is not None:
+        # the operands, in order, are the whole result: one concatenate
+        # (then + 0 in place: the sum turns a -0 into +0)
+        axis, order = tiled
+
+        def concat(*xs):
+            out = np.concatenate([xs[i] for i in order], axis=axis)
+            out += 0
+            return out
+        return concat
+    places = [tuple(slice(lo, lo + n) for lo, n in box) for box in boxes]
+
+    def fill(*xs):
+        out = np.zeros(shape, dt)
+        for p, x in zip(places, xs):
+            out[p] += x
+        return out
+    return fill
+
+
 # --------------------------------------------------------------------------
 # programs
 
@@ -331,11 +444,18 @@ class _Plan:
         fns = [_step_fn(eqn) for eqn in j.eqns]
         for k, fn in _lazy_broadcasts(j, fns).items():
             fns[k] = fn, {}, False
+        fused, folded = _pad_sums(j)
         steps = []
         quiet = False
-        for eqn, (fn, params, q) in zip(j.eqns, fns):
+        for k, (eqn, (fn, params, q)) in enumerate(zip(j.eqns, fns)):
+            if k in folded:
+                continue
+            invars = eqn.invars
+            if k in fused:
+                fn, invars = fused[k]
+                params = {}
             quiet = quiet or q
-            ins = [ref(x) for x in eqn.invars]
+            ins = [ref(x) for x in invars]
             outs = []
             for v in eqn.outvars:
                 slot[v] = len(env0)
