@@ -860,3 +860,15 @@ def test_primitive_example(ex):
     ref = ex.jfn(*[jnp.asarray(a) for a in ex.args])
     assert_close(out, ex.fn(*ex.args), **ex.tol, what="jit vs eager")
     assert_close(out, ref, **ex.tol, what="jit vs jax")
+
+
+def test_all_array_calls_take_the_unflattened_cached_path():
+    f = tg.jit(lambda x, y: x * y + 1.0)
+    x, y = tg.device_put(np.arange(3.0)), tg.device_put(np.ones(3))
+    first = f(x, y)
+    n = len(f._fast)
+    assert (2, x._buf.aval, False, y._buf.aval, False) in f._fast
+    again = f(x, y)
+    assert len(f._fast) == n
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
+    np.testing.assert_array_equal(np.asarray(f(x, x)), np.arange(3.0) ** 2 + 1.0)

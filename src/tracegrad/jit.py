@@ -715,7 +715,8 @@ class Jitted:
                 rec = self._fast.get(tuple(key))
                 if rec is not None:
                     return self._run_fast(rec, [x._buf for x in args], args, kwargs)
-                leaves = args
+                # not cached yet: the loop below makes the same key again
+                leaves, key = args, [len(args)]
         else:
             dyn, statics = self._split(args, kwargs)
             leaves, treedef = tree_flatten(dyn)
