@@ -1,6 +1,8 @@
 """Conversion, dtype promotion and broadcasting shared by tracegrad.numpy."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import core, dtypes
@@ -176,11 +178,23 @@ def tape_operands(x, y, inexact):
             return None
         cs, ts = vals[i], vals[1 - i]
         nd = len(ts)
-        if len(cs) > nd or any(c != 1 and c != n for c, n in zip(cs, ts[nd - len(cs):])):
+        if len(cs) > nd:
             return None
-        c = out[i]
-        out[i] = Array(shapes.broadcast_in_dim_p.impl(
-            c.value if type(c) is Array else c, ts, tuple(range(nd - len(cs), nd))))
+        cv = out[i].value if type(out[i]) is Array else out[i]
+        if math.prod(ts) <= shapes._SMALL_BROADCAST:
+            # what the impl does for a small result, in one NumPy assignment
+            # (it broadcasts over the trailing axes, and raises where the
+            # shapes do not broadcast: then the general path's error)
+            b = np.empty(ts, dt)
+            try:
+                b[...] = cv
+            except ValueError:
+                return None
+            out[i] = Array(b)
+            return out
+        if any(c != 1 and c != n for c, n in zip(cs, ts[nd - len(cs):])):
+            return None
+        out[i] = Array(shapes.broadcast_in_dim_p.impl(cv, ts, tuple(range(nd - len(cs), nd))))
     return out
 
 

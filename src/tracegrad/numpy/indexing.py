@@ -782,17 +782,39 @@ def _eager_take(x, key, arrays):
     return Array(y, x.weak)
 
 
+_ctx = core._ctx  # (the one context object: its .trace changes, never the object)
+# index dtypes that hold any axis length (NumPy's unsigned are never negative)
+_WIDE_INDEX = frozenset(np.dtype(t) for t in (np.int64, np.uint8, np.uint16, np.uint32,
+                                              np.uint64))
+
+
 def getitem(x, idx):
-    if type(idx) is int and type(x) is Array and core._ctx.trace is None:
-        # eager x[i] with i in range: NumPy reads the same row (a view, as
-        # slice + squeeze); the trailing Ellipsis keeps a 0-d result an array
+    if type(x) is Array and _ctx.trace is None:
         v = x._v
-        if v is not None and v.ndim and -v.shape[0] <= idx < v.shape[0]:
-            return Array(v[idx, ...], x.weak)
-    elif type(idx) is np.ndarray and type(x) is Array and idx.ndim and idx.dtype.kind in "iu":
-        y = _eager_take(x, _ONE_ARRAY, [idx])  # eager x[int array]
-        if y is not None:
-            return y
+        t = type(idx)
+        if v is None:
+            pass  # (a jit result: the general path reads its buffer)
+        elif t is int:
+            # eager x[i]: NumPy reads the same row (a view, as slice + squeeze)
+            # and counts a negative i from the end as we do; it raises for an
+            # i out of range or a 0-d x, which the general path clamps /
+            # reports. The trailing Ellipsis keeps a 0-d result an array.
+            try:
+                return Array(v[idx, ...], x.weak)
+            except IndexError:
+                pass
+        elif t is np.ndarray and idx.ndim and v.ndim:
+            # eager x[int array]: NumPy's integer-array indexing reads the
+            # same elements in the gather's layout, negatives from the end; it
+            # raises for an index out of range (the general path clamps). A
+            # signed index narrower than 64 bits must hold the axis length
+            # (else the general path's error).
+            dt = idx.dtype
+            if dt in _WIDE_INDEX or (dt.kind == "i" and v.shape[0] <= _int_bounds(dt)[1]):
+                try:
+                    return Array(v[idx], x.weak)
+                except IndexError:
+                    pass
     if type(x) is Array or isinstance(x, Tracer):
         key = _static_index_key(idx)
         if key is not None:

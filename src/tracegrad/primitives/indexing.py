@@ -470,7 +470,7 @@ dynamic_update_slice_p.vjp = ad.transpose_vjp(dynamic_update_slice_p)
 
 def _gather_impl(operand, indices, *, dimension_numbers, slice_sizes, mode, fill_value,
                  indices_are_sorted, unique_indices):
-    if not _is_int(indices.dtype):  # eager calls skip abstract_eval
+    if indices.dtype.kind not in "iu":  # eager calls skip abstract_eval
         raise TypeError("invalid indices")
     dn = dimension_numbers
     if mode != FILL_OR_DROP and indices.ndim >= 1 and indices.size:
@@ -518,8 +518,13 @@ def _gather_numpy(operand, indices, dn, slice_sizes):
     if lay is None:
         return None
     if indices.shape[-1] == 1:  # take clamps into [0, n - 1] itself, as XLA's gather
-        col = _index_columns(indices, wide=False)[0]
+        col = indices[..., 0]
+        if col.dtype.kind == "u" and col.dtype.itemsize == 8:
+            col = col.astype(np.int64)  # (read as int64, as _index_columns does)
         out = operand.take(col, axis=dn.start_index_map[0], mode="clip")
+        if type(out) is not np.ndarray:  # (a NumPy scalar from a 0-d index)
+            out = np.asarray(out)
+        return out if lay[2] is None else np.transpose(out, lay[2])
     else:
         key = [slice(None)] * operand.ndim
         for c, d in zip(_index_columns(indices), dn.start_index_map):
@@ -699,7 +704,78 @@ gather_p = Primitive("gather", impl=_gather_impl, abstract_eval=_gather_abstract
                      jvp=_gather_jvp, transpose=_gather_transpose, batch=_gather_batch,
                      lower=_gather_lower, linear=True)
 _operand_weak_eager(gather_p)
-gather_p.vjp = ad.transpose_vjp(gather_p)
+_gather_vjp_general = ad.transpose_vjp(gather_p)
+
+
+def _gather_vjp(needs, out, operand, indices, **params):
+    """The tape's reverse rule of gather: the transpose (zeros + scatter_add)
+    in general, and for an eager cotangent of a plain "take along one axis"
+    gather the same scatter-add done by NumPy directly (_gather_ct_numpy),
+    skipping the zeros, the scatter's dimension numbers and two binds. The
+    pullback of a cotangent under a trace binds the primitives as usual."""
+    def pullback(ct):
+        if type(ct) is core.Array and core._ctx.trace is None and not needs[1]:
+            r = _gather_ct_numpy(ct, operand, indices, params["dimension_numbers"],
+                                 params["slice_sizes"], params["mode"])
+            if r is not None:
+                return [r, None]
+        return _gather_vjp_general(needs, out, operand, indices, **params)(ct)
+    return pullback
+
+
+def _gather_ct_numpy(ct, operand, indices, dn, slice_sizes, mode):
+    """The operand's cotangent of a gather that is NumPy integer-array
+    indexing with one index column (_numpy_take_layout), as the general
+    transpose computes it: zeros of ct's dtype, then the cotangent added at
+    every index in order (repeated indices accumulate), indices clamped for
+    "clip" and out-of-range ones dropped otherwise (as scatter_add does).
+    None when another case or an out-of-range index (for the drop modes)
+    needs the general path."""
+    c = ct._v
+    if c is None:
+        c = ct.value
+    if type(indices) is core.Array:
+        indices = indices.value
+    if type(indices) is not np.ndarray or indices.ndim < 1 or indices.shape[-1] != 1 \
+            or not indices.size or indices.dtype.kind not in "iu" or c.dtype.kind not in "fc":
+        return None
+    shape = get_aval(operand).shape
+    nb = indices.ndim - 1
+    lay = _numpy_take_layout(shape, dn.start_index_map, dn.collapsed_slice_dims,
+                             dn.operand_batching_dims, tuple(slice_sizes), dn.offset_dims, nb)
+    if lay is None:
+        return None
+    perm = lay[1]
+    vals = c if perm is None else np.transpose(c, perm)  # the updates in NumPy's layout
+    axis = dn.start_index_map[0]
+    n = shape[axis]
+    col = indices[..., 0]
+    if col.dtype != np.int64:  # (uint64 beyond int64 reads negative, as the general path)
+        col = col.astype(np.int64)
+    if mode == CLIP:
+        col = np.minimum(np.maximum(col, 0), n - 1)
+    if len(shape) == 1 and c.dtype == np.float64:
+        # bincount adds the weights in index order from 0.0 in float64: the
+        # same sums as np.add.at on zeros; it raises for a negative index and
+        # grows for one past the end (both dropped by the drop modes)
+        try:
+            out = np.bincount(col.ravel(), vals.ravel(), n)
+        except ValueError:
+            return None
+        if out.shape[0] != n:
+            return None
+        return core.Array(out)
+    if mode != CLIP and col.min() < 0:
+        return None  # (np.add.at would count it from the end: dropped in general)
+    out = np.zeros(shape, c.dtype)
+    try:
+        np.add.at(out, (slice(None),) * axis + (col,), vals)
+    except IndexError:  # an index past the end: dropped in general
+        return None
+    return core.Array(out)
+
+
+gather_p.vjp = _gather_vjp
 
 
 # --------------------------------------------------------------------------

@@ -192,13 +192,37 @@ def _check(abstract, *vals, **params):
         _checked[key] = True
 
 
+_slice_indices: dict = {}  # (shape, starts, limits, strides) -> checked NumPy index
+
+
+def _slice_index(shape, start_indices, limit_indices, strides):
+    """The NumPy basic index of a slice, looked up per shape and params
+    (valid ones only: the check runs once, as _check's; validity does not
+    depend on the dtype); None for params that are not hashable."""
+    key = (shape, start_indices, limit_indices, strides)
+    try:
+        return _slice_indices[key]
+    except KeyError:
+        pass
+    except TypeError:  # (lists from a direct call: no caching)
+        return None
+    _slice_abstract(ShapedArray(shape, dtypes.float64), start_indices, limit_indices, strides)
+    st = _norm_strides(strides, len(shape))
+    idx = tuple(slice(a, b, s) for a, b, s in zip(start_indices, limit_indices, st))
+    if len(_slice_indices) >= 4096:
+        _slice_indices.clear()
+    _slice_indices[key] = idx
+    return idx
+
+
 def _slice_impl(x, start_indices, limit_indices, strides):
-    _check(_slice_abstract, x, start_indices=start_indices, limit_indices=limit_indices,
-           strides=strides)
-    if x.ndim == 0:
-        return x
-    st = _norm_strides(strides, x.ndim)
-    return x[tuple(slice(a, b, s) for a, b, s in zip(start_indices, limit_indices, st))]
+    idx = _slice_index(x.shape, start_indices, limit_indices, strides)
+    if idx is None:
+        _check(_slice_abstract, x, start_indices=start_indices, limit_indices=limit_indices,
+               strides=strides)
+        st = _norm_strides(strides, x.ndim)
+        idx = tuple(slice(a, b, s) for a, b, s in zip(start_indices, limit_indices, st))
+    return x[idx] if idx else x  # (a 0-d x as is: x[()] would be a NumPy scalar)
 
 
 def _slice_abstract(x, start_indices, limit_indices, strides):
@@ -461,6 +485,58 @@ rev_p.jvp = ad.linear_jvp(rev_p)
 for _p in (broadcast_in_dim_p, reshape_p, transpose_p, squeeze_p, slice_p, pad_p,
            concatenate_p, rev_p):
     _p.vjp = ad.transpose_vjp(_p)
+
+
+def _eager_ct(ct):
+    """The NumPy value of an eager cotangent (outside any trace), else None:
+    then the pullback binds its transpose rule's primitives as usual."""
+    if type(ct) is core.Array and core._ctx.trace is None:
+        c = ct._v
+        return ct.value if c is None else c
+    return None
+
+
+def _reshape_back_vjp(prim):
+    """Tape rule of reshape and squeeze, whose transpose is a reshape back to
+    the operand's shape: for an eager cotangent the reshape_p impl directly
+    (the result keeps ct's weak type, as reshape_p.bind would)."""
+    general = prim.vjp
+
+    def vjp(needs, out, x, **params):
+        def pullback(ct):
+            c = _eager_ct(ct)
+            if c is not None:
+                return [core.Array(c.reshape(get_aval(x).shape), ct.weak)]
+            return general(needs, out, x, **params)(ct)
+        return pullback
+    return vjp
+
+
+reshape_p.vjp = _reshape_back_vjp(reshape_p)
+squeeze_p.vjp = _reshape_back_vjp(squeeze_p)
+
+
+def _slice_vjp(needs, out, x, **params):
+    """Tape rule of slice: for an eager cotangent, what the transpose's pad
+    computes (zeros with ct placed at the sliced positions; pad's result is
+    strong: its padding value is), by NumPy through the forward's cached
+    index instead of a bind of pad."""
+    def pullback(ct):
+        c = _eager_ct(ct)
+        if c is not None and c.dtype.kind in "fc":
+            shape = get_aval(x).shape
+            idx = _slice_index(shape, params["start_indices"], params["limit_indices"],
+                               params["strides"])
+            if idx is not None:
+                o = np.zeros(shape, c.dtype)
+                o[idx] = c
+                return [core.Array(o)]
+        return _slice_vjp_general(needs, out, x, **params)(ct)
+    return pullback
+
+
+_slice_vjp_general = slice_p.vjp
+slice_p.vjp = _slice_vjp
 
 
 # ---- iota(dtype, shape, dimension): 0, 1, 2, ... along `dimension`
