@@ -13,8 +13,10 @@ an equation is just `impl(*values, **params)`.
 jaxpr object): constvars and literals become NumPy values; each equation
 an impl call over value slots, or a cheaper exact equivalent set up from
 its avals (SPECIAL: dot_general, slice, pad, ...; broadcasts that only
-feed ufuncs become reshapes the ufunc broadcasts); nested calls
-(checkpoint, custom_jvp/vjp, cond branches) programs of their own.
+feed ufuncs become reshapes the ufunc broadcasts; an add_any tree over
+zero pads of disjoint boxes, the transpose of slicing a value into parts,
+one concatenate or fill); nested calls (checkpoint, custom_jvp/vjp, cond
+branches) programs of their own.
 
 The first run checks the dtype each step returns against its equation's
 (a NumPy scalar for a 0-d result is fine, as in eager mode; another dtype
