@@ -34,6 +34,17 @@ def _vjp_both_ways(entry, args, ct):
     return out_t, pull_t(ct), out_l, got_l
 
 
+def _grad_both_ways(f, *args, argnums=0):
+    """grad of f by the tape and by linearize + transpose."""
+    g_tape = tg.grad(f, argnums=argnums)(*args)
+    config.eager_tape = False
+    try:
+        g_lin = tg.grad(f, argnums=argnums)(*args)
+    finally:
+        config.eager_tape = True
+    return g_tape, g_lin
+
+
 @pytest.mark.parametrize("entry", [e for e in TABLE if "rev" in e.modes], ids=lambda e: e.name)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_tape_matches_linearize_and_jax(entry, seed):
@@ -72,12 +83,7 @@ def test_tape_second_order_matches_linearize(entry):
         ct = jax.tree_util.tree_map(lambda o: _rand_tangent(r, o), entry.tg(*args))
         inner = _second_order(entry, args, ct)
         argnums = tuple(i for i, f in enumerate(fl) if f)
-        g_tape = tg.grad(inner, argnums=argnums)(*args)
-        config.eager_tape = False
-        try:
-            g_lin = tg.grad(inner, argnums=argnums)(*args)
-        finally:
-            config.eager_tape = True
+        g_tape, g_lin = _grad_both_ways(inner, *args, argnums=argnums)
     assert_close(g_tape, g_lin, rtol=1e-6, atol=1e-8, what=f"{entry.name} second order")
 
 

@@ -12,20 +12,11 @@ import pytest
 import tracegrad as tg
 import tracegrad.numpy as tnp
 from tracegrad import core
-from tracegrad.config import config
 from tracegrad.interpreters import tape
 
 from oracle import assert_close
+from test_tape import _grad_both_ways
 
-
-def _grad_both_ways(f, *args, argnums=0):
-    g_tape = tg.grad(f, argnums=argnums)(*args)
-    config.eager_tape = False
-    try:
-        g_lin = tg.grad(f, argnums=argnums)(*args)
-    finally:
-        config.eager_tape = True
-    return g_tape, g_lin
 
 
 # ---- matmul with a NumPy operand (a weight matrix passed as data)
