@@ -44,7 +44,7 @@ def _flatten(tree, api, what):
     return [x for _, x in with_path], [p for p, _ in with_path], treedef
 
 
-def _trace(f, make_args, in_avals, api, what, split_out=None):
+def _trace(f, make_args, in_avals, api, what, split_out=None, intern=True):
     """Trace f(*make_args(flat inputs)) to a closed jaxpr whose constants are
     its leading inputs. split_out(out) -> list of pytrees to flatten one after
     another (default: the whole output). Returns (closed, consts, info) where
@@ -72,8 +72,12 @@ def _trace(f, make_args, in_avals, api, what, split_out=None):
     # constants -> leading inputs: transformations of the primitive see them
     jaxpr = Jaxpr([], list(j.constvars) + list(j.invars), j.outvars, j.eqns)
     # (a body traced before, equal in structure, is reused with everything
-    # derived from it: see core.intern_jaxpr)
-    return core.intern_jaxpr(ClosedJaxpr(jaxpr, [])), list(closed.consts), list(box)
+    # derived from it: see core.intern_jaxpr; intern=False for a caller that
+    # rebuilds the jaxpr and interns that instead)
+    closed_body = ClosedJaxpr(jaxpr, [])
+    if intern:
+        closed_body = core.intern_jaxpr(closed_body)
+    return closed_body, list(closed.consts), list(box)
 
 
 def _same_type(a, b):
@@ -190,7 +194,9 @@ def _switch(index, branches, operands, api, names):
     leaves, _, in_tree = _flatten(operands, api, "operand")
     in_avals = [get_aval(x) for x in leaves]
     make_args = lambda flat: tree_unflatten(in_tree, flat)
-    traced = [_trace(b, make_args, in_avals, api, n) for b, n in zip(branches, names)]
+    # (the branches are interned after their consts are joined, below)
+    traced = [_trace(b, make_args, in_avals, api, n, intern=False)
+              for b, n in zip(branches, names)]
     # the reference branch for messages: true_fun for cond, branch 0 for switch
     ref = len(branches) - 1 if api == "cond" else 0
     ref_tree, ref_paths, _ = traced[ref][2][0]
