@@ -872,3 +872,42 @@ def test_all_array_calls_take_the_unflattened_cached_path():
     assert len(f._fast) == n
     np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
     np.testing.assert_array_equal(np.asarray(f(x, x)), np.arange(3.0) ** 2 + 1.0)
+
+
+def test_last_signature_path_rechecks_every_argument():
+    """The key-free path for a call like the last one must fall back (and give
+    the right answer) as soon as a dtype, shape, weak type or argument kind
+    differs, and must not reach a donated (deleted) buffer."""
+    f = tg.jit(lambda x, y: x * y + np.float32(1.0))
+    x64 = tg.device_put(np.arange(3.0))
+    f(x64, x64)
+    out = f(x64, x64)  # cached now: this call took the last-signature path
+    assert f._last is not None and f._last[2] is f._fast[(2, x64._buf.aval, False,
+                                                          x64._buf.aval, False)]
+    assert out.dtype == np.float64
+    x32 = tg.device_put(np.arange(3.0, dtype=np.float32))
+    assert f(x32, x32).dtype == np.float32
+    # weak float64 arguments of the same aval as the last call's strong ones:
+    # the result follows the float32 constant, as in JAX
+    s = tg.device_put(np.float64(3.0))
+    f(s, s)
+    assert f(s, s).dtype == np.float64
+    wk = tg.jit(lambda x: x * 1.0)(3.0)
+    assert wk.weak and wk._buf.aval is s._buf.aval
+    ref = jax.jit(lambda x, y: x * y + np.float32(1.0))(3.0, 3.0)
+    r = f(wk, wk)
+    assert r.dtype == ref.dtype == np.float32
+    assert_close(r, ref, what="after weak arguments")
+    # other shapes, host arrays, a different count of arguments
+    np.testing.assert_array_equal(np.asarray(f(np.ones(2), np.ones(2))), [2.0, 2.0])
+    np.testing.assert_array_equal(np.asarray(f(x64, x64)), np.arange(3.0) ** 2 + 1.0)
+    with pytest.raises(TypeError):
+        f(x64)
+    # a donated argument is deleted: the call is explained, not run on freed memory
+    g = tg.jit(lambda x: x + 1.0, donate_argnums=0)
+    a = g(tg.device_put(np.zeros(4)))
+    g(tg.device_put(np.zeros(4)))
+    b = g(a)
+    with pytest.raises(ValueError, match="deleted|donated"):
+        g(a)
+    np.testing.assert_array_equal(np.asarray(b), np.full(4, 2.0))
