@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -306,3 +307,28 @@ def test_missing_peer_is_a_note(monkeypatch):
 
 def test_cli_list():
     assert cli.main(["--list"]) == 0
+
+
+def test_jit_pair_outside_the_goal_band_is_timed_again():
+    from benchmarks.suite import runner as R
+    s = Settings(budget_s=0.02, min_reps=2, batch_s=0.001)
+
+    def entries(tg_s, jax_s):
+        es = []
+        for fw, dt in (("tracegrad", tg_s), ("jax", jax_s), ("autograd", 1e-4)):
+            e = R._Entry(lambda dt=dt: time.sleep(dt), lambda y: y, fw == "autograd",
+                         (fw, "eager" if fw == "autograd" else "jit", None))
+            e.first_call(s)
+            es.append(e)
+        R.timed_rounds(es, s)
+        return es, [len(e.samples) for e in es]
+
+    es, before = entries(2e-4, 2e-4 * 1.5)  # far outside the band: the pair again
+    R._confirm_jit_pair(es, s)
+    after = [len(e.samples) for e in es]
+    assert after[0] >= before[0] + s.min_reps and after[1] >= before[1] + s.min_reps
+    assert after[2] == before[2]  # other frameworks are not timed again
+    es, _ = entries(2e-4, 2e-4)
+    es[0].samples, es[1].samples = [3e-4, 2.0e-4, 2.1e-4], [3e-4, 2.05e-4, 2.2e-4]
+    R._confirm_jit_pair(es, s)  # within the band: nothing more
+    assert len(es[0].samples) == len(es[1].samples) == 3
