@@ -120,6 +120,29 @@ def test_reduce_primitive_dtypes(dtype, sa, seed):
         check_eval(lambda x: R.reduce_prod_p.bind(x, axes=axes), lambda x: jax.lax.reduce_prod(x, axes), x)
 
 
+@settings(max_examples=30)
+@given(rows=st.integers(1, 700), n=st.integers(1, 9), lead=st.sampled_from([(), (3,)]),
+       dtype=st.sampled_from([np.float64, np.float32, np.float16, np.int32, np.int8,
+                              np.uint16, np.complex128]),
+       seed=st.integers(0, 2**16))
+def test_sum_over_a_short_last_axis_is_numpys_sum_bit_for_bit(rows, n, lead, dtype, seed):
+    """reduce_sum's eager column-add path (many rows of 2-7) gives NumPy's
+    bits, signed zeros, infs and NaNs included, and JAX's values."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(lead + (rows, n)) * 50).astype(dtype)
+    if np.dtype(dtype).kind == "f":
+        flat = x.reshape(-1)
+        flat[rng.integers(0, flat.size, 5)] = rng.choice([0.0, -0.0, np.inf, -np.inf, np.nan], 5)
+        x[..., :1, :] = -0.0
+    out = R._sum_impl(x, (x.ndim - 1,))
+    ref = np.add.reduce(x, axis=x.ndim - 1, dtype=x.dtype)
+    assert out.dtype == ref.dtype and out.shape == ref.shape
+    np.testing.assert_array_equal(out.view(np.uint8), ref.view(np.uint8))
+    if np.dtype(dtype) in (np.float64, np.float32) and 2 <= n <= 7 and rows >= 64 * (n - 1):
+        assert R._sum_short_last_axis(x, n).tobytes() == ref.tobytes()  # the path was eligible
+    assert_close(tnp.sum(tnp.asarray(x), axis=-1), jnp.sum(jnp.asarray(x), axis=-1), what="vs jax")
+
+
 def test_reduce_max_ties_split_equally_like_jax():
     x = np.array([[1.0, 3.0, 3.0, 2.0], [5.0, 5.0, 5.0, 5.0]])
     g = tg.grad(lambda x: tnp.max(x, axis=1).sum())(x)

@@ -31,8 +31,30 @@ def out_bdim(axes, d):
 
 
 def _sum_impl(x, axes):
+    if len(axes) == 1 and axes[0] == x.ndim - 1 and x.ndim > 1:
+        n = x.shape[-1]
+        if 2 <= n <= 7 and x.size >= 64 * n * (n - 1) and x.dtype in _COLUMN_SUM_DTYPES:
+            return _sum_short_last_axis(x, n)
     # (np.sum's own call for an array, without its Python wrapper)
     return np.add.reduce(x, axis=axes, dtype=x.dtype)
+
+
+# (float16 is summed in float32 by NumPy; complex pairs in another order)
+_COLUMN_SUM_DTYPES = frozenset(np.dtype(t) for t in (
+    np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
+    np.uint8, np.uint16, np.uint32, np.uint64))
+
+
+def _sum_short_last_axis(x, n):
+    """Sum over a short last axis (xyz coordinates, pairs of terms) as n-1
+    whole-column adds: np.add.reduce runs its inner loop once per row there,
+    ~11 ns a row whatever n is (2520 rows of 2: 28 us, this: 1.4 us). From
+    zero, left to right, as NumPy adds up to 7 real numbers: the same bits
+    (a row of -0.0 sums to +0.0)."""
+    out = np.add(x[..., 0], x.dtype.type(0))
+    for i in range(1, n):
+        np.add(out, x[..., i], out=out)
+    return out
 
 
 def _sum_transpose(ct, x, axes):
