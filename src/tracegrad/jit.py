@@ -7,7 +7,7 @@ jaxlib (interpreters/xla.py).
         return tnp.sin(x * y) + 1
 
     f(x, y)                     # traces, lowers, compiles, runs: an Array on the device
-    f(x, y)                     # cached: ~2x the executable's own dispatch
+    f(x, y)                     # cached: ~0.2-0.7 us above the executable's own dispatch
     f.lower(x, y).as_text()     # the StableHLO module
     f.lower(x, y).compile().cost_analysis()
 
