@@ -117,6 +117,59 @@ def test_concatenate_primitive(shapes, dim):
     full_check(f, g, args, in_axes=specs)
 
 
+@pytest.mark.parametrize("shapes,dim", [
+    ([(1,), (1,), (1,)], 0),
+    ([(2, 1, 3), (2, 1, 3)], 1),
+    ([(2, 3, 1), (2, 3, 1), (2, 3, 1)], 2),
+    ([(1, 0), (1, 0)], 0),
+])
+def test_concatenate_batch_stack_pattern(shapes, dim):
+    """Operands of extent 1 along `dimension` (a stack), all batched at the
+    same axis: the batch rule joins them along an axis before the batch axis
+    (as JAX's stack_p) instead of moving the batch axis to the front; values,
+    jvp/vjp through vmap and mixed (unbatched) operands still match JAX."""
+    args = [_x(*s) for s in shapes]
+    n = len(args)
+    f = lambda *xs: S.concatenate_p.bind(*xs, dimension=dim)
+    g = lambda *xs: lax.concatenate(xs, dim)
+    nd = len(shapes[0])
+    specs = [(b,) * n for b in range(nd + 1)] + [(None,) + (0,) * (n - 1)]
+    full_check(f, g, args, in_axes=specs, lower=False)
+    for b in range(nd + 1):
+        bargs = _batched(args, (b,) * n, size=3)
+        vf = lambda *xs: tg.vmap(f, in_axes=b)(*xs) ** 2
+        vg = lambda *xs: jax.vmap(g, in_axes=b)(*xs) ** 2
+        oracle.check_jvp(vf, vg, bargs)
+        oracle.check_vjp(vf, vg, bargs)
+        oracle.check_lowering(tg.vmap(f, in_axes=b), bargs)
+        # the join is along dim itself when dim <= b (no transpose), else dim + 1
+        jx = tg.make_jaxpr(tg.vmap(f, in_axes=b))(*bargs)
+        cat = [e for e in jx.jaxpr.eqns if e.primitive is S.concatenate_p]
+        assert len(cat) == 1 and cat[0].params["dimension"] == (dim if dim <= b else dim + 1)
+
+
+def test_stack_scalars_under_nested_vmap_joins_major_axis():
+    """tnp.stack of per-example scalars (the BA cross product) under two vmaps
+    concatenates whole rows along the leading axis, as jax.jit programs do,
+    and matches jax.vmap (values and jacfwd) exactly."""
+    def cross(B, a, b):
+        a0, a1, a2 = a[0], a[1], a[2]
+        b0, b1, b2 = b[0], b[1], b[2]
+        return B.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], axis=-1)
+    a, b = _x(5, 3, seed=1), _x(5, 3, seed=2)
+    out = tg.vmap(lambda a, b: cross(tnp, a, b))(a, b)
+    ref = jax.vmap(lambda a, b: cross(jnp, a, b))(a, b)
+    oracle.assert_close(out, ref, rtol=0, atol=0)
+    jt = tg.vmap(tg.jacfwd(lambda a, b: cross(tnp, a, b)))(a, b)
+    jj = jax.vmap(jax.jacfwd(lambda a, b: cross(jnp, a, b)))(a, b)
+    oracle.assert_close(jt, jj, rtol=0, atol=0)
+    oracle.check_jit(tg.vmap(tg.jacfwd(lambda a, b: cross(tnp, a, b))), [a, b])
+    jx = tg.make_jaxpr(tg.vmap(lambda a, b: cross(tnp, a, b)))(a, b)
+    cat = [e for e in jx.jaxpr.eqns if e.primitive is S.concatenate_p]
+    assert [e.params["dimension"] for e in cat] == [0]
+    assert cat[0].outvars[0].aval.shape == (3, 5)
+
+
 @pytest.mark.parametrize("shape,dims", [((4,), (0,)), ((2, 3, 4), (0, 2)), ((2, 0), (1,)),
                                         ((3, 2), ()), ((), ())])
 def test_rev_primitive(shape, dims):

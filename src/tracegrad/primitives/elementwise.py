@@ -143,7 +143,10 @@ def _div_jvp(primals, tangents):
     if type(tx) is not Zero:
         t = _bcast_t(div(tx, y), aval)
     if type(ty) is not Zero:
-        ty_term = _bcast_t(mul(ty, neg(div(out, y))), aval)
+        # d(x/y)/dy as JAX writes it, (-ty * x) * y**-2: the same ops as
+        # jax.jit programs, which XLA fuses better than ty * -(out / y)
+        # (~2 ms of 37 ms in the jitted BA vmap(jacfwd) Jacobian)
+        ty_term = _bcast_t(mul(mul(neg(ty), x), integer_pow_p.bind(y, y=-2)), aval)
         t = ty_term if t is None else add(t, ty_term)
     return out, t
 
