@@ -474,6 +474,31 @@ def test_floating_point_warnings():
             run(np.float64(tnp.inf))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.complex128])
+def test_integer_pow_in_bodies(dtype):
+    """integer_pow steps (x**2, x**-2 as 1/(x*x), other powers by the impl's
+    products) give the impl's bits and JAX's values, and never warn (zero,
+    overflow), as the impl under its errstate."""
+    from tracegrad.primitives import elementwise as ew
+
+    def f(x):
+        def body(c, r):
+            return c, tuple(ew.integer_pow_p.bind(r, y=k) for k in (2, -2, 3, -3, -1, 0, 1))
+        return tg.lax.scan(body, 0.0, x)[1]
+    big = np.finfo(dtype).max ** 0.75
+    x = np.array([0.0, -0.0, 1.5, -2.0, big, np.inf, np.nan], dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = each_policy(f, x)
+        ref = slow(f, x)
+    assert_same(out, ref)
+    jref = jax.lax.scan(lambda c, r: (c, tuple(jax.lax.integer_pow(r, k)
+                                               for k in (2, -2, 3, -3, -1, 0, 1))), 0.0, x)[1]
+    keep = slice(None) if np.dtype(dtype).kind == "f" else slice(0, 4)  # (complex inf/nan
+    for o, r in zip(out, jref):                  # products differ between NumPy and XLA)
+        assert_close(np.asarray(o)[keep], np.asarray(r)[keep], what="vs jax")
+
+
 def _test_prim(name, impl, abstract_eval, multiple_results=False):
     p = core.Primitive(name, impl=impl, abstract_eval=abstract_eval,
                        multiple_results=multiple_results)

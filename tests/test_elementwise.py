@@ -230,3 +230,24 @@ def test_div_jvp_is_jaxs_formula(xs, ys, dtype):
     oracle.assert_close(tg.jvp(lambda b: f(x, b), (y,), (ty,))[1],
                         jax.jvp(lambda b: g(x, b), (y,), (ty,))[1], **exact)
     oracle.check_vjp(f, g, [x, y])
+
+
+def test_div_jvp_of_a_reciprocal():
+    """1/y (a sigmoid's division) differentiates as ty * -(out / y): one op on
+    the tangent, no y**-2; values, jvp, vjp, vmap and jit still JAX's."""
+    import jax
+    f = lambda y: 1.0 / (1.0 + tnp.exp(-y))
+    g = lambda y: 1.0 / (1.0 + jnp.exp(-y))
+    y = np.linspace(-3.0, 3.0, 7)
+    jx = tg.make_jaxpr(lambda a, t: tg.jvp(f, (a,), (t,)))(y, y)
+    assert "integer_pow" not in str(jx)
+    oracle.check_jvp(f, g, [y])
+    oracle.check_vjp(f, g, [y])
+    oracle.assert_close(tg.jit(tg.vmap(tg.grad(lambda a: f(a).sum())))(np.stack([y, -y])),
+                        jax.vmap(jax.grad(lambda a: g(a).sum()))(np.stack([y, -y])))
+    # a non-literal numerator 1 (an array) and a complex 1 take JAX's form
+    jx2 = tg.make_jaxpr(lambda a, t: tg.jvp(lambda b: np.ones(7) / b, (a,), (t,)))(y, y)
+    assert "integer_pow" in str(jx2)
+    z = y + 0.5j
+    oracle.assert_close(tg.jvp(lambda b: (1 + 0j) / b, (z,), (z,))[1],
+                        jax.jvp(lambda b: (1 + 0j) / b, (z,), (z,))[1])

@@ -28,10 +28,10 @@ it is compiled once per distinct text and reused by later traces of the
 same body; new text is compiled when the runs it serves will pay for it,
 else the steps are interpreted.
 
-Floating-point warnings: div, log and sqrt ignore division by zero and
-invalid values (as their impls do); a program with such steps holds that
-errstate around all its runs (see `errstate`), so in such a body other
-operations do not warn about those either.
+Floating-point warnings: div, log, sqrt and integer_pow ignore division
+by zero, invalid values and overflow (as their impls do); a program with
+such steps holds that errstate around all its runs (see `errstate`), so
+in such a body other operations do not warn about those either.
 
 Errors: a failing impl is explained as Primitive.eager does (primitive,
 operand shapes/dtypes, params, the user's line); a failure inside
@@ -178,9 +178,9 @@ def _pad(eqn):
     return pad, {}, False
 
 
-# impls that only wrap a NumPy function in np.errstate(divide/invalid=
-# "ignore"): for inexact operands, the bare function, with the program's
-# caller holding that errstate around all its runs (see Program.quiet)
+# impls that only wrap a NumPy function in np.errstate(...="ignore"): for
+# inexact operands, the bare function, with the program's caller holding
+# that errstate around all its runs (see Program.quiet)
 _QUIET = {"div": np.true_divide, "log": np.log, "sqrt": np.sqrt}
 
 
@@ -192,13 +192,36 @@ def _quiet(eqn):
     return f, {}, True
 
 
+def _square(x):
+    return x * x
+
+
+def _inverse_square(x):
+    return 1 / (x * x)
+
+
+def _integer_pow(eqn):
+    """x**2 and x**-2 (a quotient's derivative) as their products, other
+    powers by the impl's product chain: for inexact x, without its
+    errstate (a `with` costs ~1.5 us a call)."""
+    from ..primitives.elementwise import integer_pow_values
+    dt = np.dtype(eqn.outvars[0].aval.dtype)
+    if dt.kind not in "fc" or np.dtype(eqn.invars[0].aval.dtype) != dt:
+        return None
+    special = {2: _square, -2: _inverse_square}.get(eqn.params["y"])
+    if special is not None:
+        return special, {}, True
+    return integer_pow_values, eqn.params, True
+
+
 # primitive name -> f(eqn) -> (callable, params, quiet) or None (use the
 # impl): exact equivalents of impls, chosen from an equation's avals and
 # params; quiet: the callable relies on the caller's errstate (see _QUIET).
 # (control_flow.py adds cond.)
 SPECIAL = {"dot_general": _dot_general, "slice": _slice, "concatenate": _concatenate,
             "convert_element_type": _convert_element_type,
-            "pad": _pad, "div": _quiet, "log": _quiet, "sqrt": _quiet}
+            "pad": _pad, "div": _quiet, "log": _quiet, "sqrt": _quiet,
+            "integer_pow": _integer_pow}
 
 # call-like primitives whose eager rule evaluates the jaxpr in this param
 # on all operands
@@ -726,8 +749,11 @@ _NO_ERRSTATE = contextlib.nullcontext()
 
 def errstate(prog):
     """The NumPy error state runs of `prog` need: its quiet steps ignore
-    division by zero and invalid operations, as the impls they replace."""
-    return np.errstate(divide="ignore", invalid="ignore") if prog.quiet else _NO_ERRSTATE
+    division by zero, invalid operations and overflow, as the impls they
+    replace."""
+    if prog.quiet:
+        return np.errstate(divide="ignore", invalid="ignore", over="ignore")
+    return _NO_ERRSTATE
 
 
 _programs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
