@@ -987,3 +987,33 @@ def test_custom_rules_and_checkpoint_inside_control_flow():
                  jax.jit(jax.vmap(jax.grad(jax.checkpoint(lambda x: clip_gradient_j(x * 3, -1., 1.) * x))))(x))
     assert_close(tg.jacrev(tg.jit(lambda x: clip_gradient(x * 3, -1., 1.)))(x),
                  jax.jit(jax.jacrev(lambda x: clip_gradient_j(x * 3, -1., 1.)))(x))
+
+
+def test_small_traced_jacobian_bases_are_computed_large_ones_are_consts():
+    """Under jit a basis of up to 64 vectors is built from iotas (no n x n
+    argument); a larger one is one constant; eagerly NumPy's eye. Values,
+    dtypes and compositions match JAX either way."""
+    from tracegrad.interpreters import lowering
+    rng = np.random.default_rng(0)
+    for n, dtype in ((5, np.float64), (64, np.float32), (65, np.float64)):
+        x = rng.standard_normal(n).astype(dtype)
+        f = lambda v: tnp.tanh(v[::-1] * v) * 2.0
+        g = lambda v: jnp.tanh(v[::-1] * v) * 2.0
+        for tr, jtr in ((tg.jacfwd, jax.jacfwd), (tg.jacrev, jax.jacrev)):
+            closed = tg.make_jaxpr(tg.jit(tr(f)))(x)
+            inner = closed.jaxpr.eqns[0].params["jaxpr"]
+            hoisted = lowering.hoisted_consts(inner)
+            assert ("iota" in str(inner)) == (n <= 64), (n, tr)
+            assert any(np.shape(c) == (n, n) for c in hoisted) == (n > 64), (n, tr)
+            out = tg.jit(tr(f))(x)
+            assert out.dtype == dtype
+            assert_close(out, jtr(g)(x))
+            assert_close(tr(f)(x), jtr(g)(x))
+    # composed: hessian and vmap(jacfwd) under jit, complex inputs
+    x = rng.standard_normal((3, 4))
+    h = lambda v: tnp.sum(tnp.sin(v) ** 3)
+    assert_close(tg.jit(tg.hessian(h))(x[0]), jax.hessian(lambda v: jnp.sum(jnp.sin(v) ** 3))(x[0]))
+    assert_close(tg.jit(tg.vmap(tg.jacfwd(tnp.sin)))(x), jax.vmap(jax.jacfwd(jnp.sin))(x))
+    z = x[0] + 1j * x[1]
+    assert_close(tg.jit(tg.jacfwd(lambda v: v * v, holomorphic=True))(z),
+                 jax.jacfwd(lambda v: v * v, holomorphic=True)(z))

@@ -528,12 +528,28 @@ def vmap(f, in_axes=0, out_axes=0, axis_size=None):
 # never computed.
 
 
+# up to this many basis vectors, a traced basis is computed in the program
+_IOTA_BASIS_MAX = 64
+
+
 def _eye_basis(x):
-    """The standard basis of x's tangent space: (size, *shape), x's dtype."""
+    """The standard basis of x's tangent space: (size, *shape), x's dtype.
+
+    Traced (under jit), a small basis is built in the program from iotas, as
+    JAX does: XLA then turns gathers and dots of it into compares instead of
+    reading an n x n argument (jitted det n=7 jacfwd: 17% faster, GMM d2
+    up to 11%). A large one stays a constant: building its n^2 entries on
+    every call cost the sweep's n = 100/1000 forward Jacobians 7-24%."""
     a = get_aval(x)
     dt = dtypes.tangent_dtype(a.dtype)
     n = a.size
-    return np.eye(n, dtype=dt).reshape((n,) + a.shape), n
+    if (core._ctx.trace is None or not 1 < n <= _IOTA_BASIS_MAX
+            or np.dtype(dt).kind not in "fc"):
+        return np.eye(n, dtype=dt).reshape((n,) + a.shape), n
+    from .primitives import elementwise, shapes
+    eye = elementwise.eq_p.bind(shapes.iota(np.int32, (n, n), 0),
+                                shapes.iota(np.int32, (n, n), 1))
+    return shapes.reshape(elementwise.convert(eye, dt), (n,) + a.shape), n
 
 
 def _map_basis(fn, basis, out_dims, n):
