@@ -714,7 +714,7 @@ def _gather_vjp(needs, out, operand, indices, **params):
     skipping the zeros, the scatter's dimension numbers and two binds. The
     pullback of a cotangent under a trace binds the primitives as usual."""
     def pullback(ct):
-        if type(ct) is core.Array and core._ctx.trace is None and not needs[1]:
+        if not needs[1] and shapes.eager_ct(ct) is not None:
             r = _gather_ct_numpy(ct, operand, indices, params["dimension_numbers"],
                                  params["slice_sizes"], params["mode"])
             if r is not None:

@@ -86,10 +86,8 @@ def _sum_vjp(needs, out, x, *, axes):
     the transpose's broadcast_in_dim impl directly (weak as ct, as its bind
     gives), skipping the UndefinedPrimal and the bind."""
     def pullback(ct):
-        if type(ct) is core.Array and core._ctx.trace is None:
-            c = ct._v
-            if c is None:
-                c = ct.value
+        c = shapes.eager_ct(ct)
+        if c is not None:
             shape = get_aval(x).shape
             kept = tuple(i for i in range(len(shape)) if i not in axes)
             return [core.Array(shapes.broadcast_in_dim_p.impl(c, shape, kept), ct.weak)]

@@ -507,7 +507,7 @@ for _p in (broadcast_in_dim_p, reshape_p, transpose_p, squeeze_p, slice_p, pad_p
     _p.vjp = ad.transpose_vjp(_p)
 
 
-def _eager_ct(ct):
+def eager_ct(ct):
     """The NumPy value of an eager cotangent (outside any trace), else None:
     then the pullback binds its transpose rule's primitives as usual."""
     if type(ct) is core.Array and core._ctx.trace is None:
@@ -524,7 +524,7 @@ def _reshape_back_vjp(prim):
 
     def vjp(needs, out, x, **params):
         def pullback(ct):
-            c = _eager_ct(ct)
+            c = eager_ct(ct)
             if c is not None:
                 return [core.Array(c.reshape(get_aval(x).shape), ct.weak)]
             return general(needs, out, x, **params)(ct)
@@ -542,7 +542,7 @@ def _slice_vjp(needs, out, x, **params):
     strong: its padding value is), by NumPy through the forward's cached
     index instead of a bind of pad."""
     def pullback(ct):
-        c = _eager_ct(ct)
+        c = eager_ct(ct)
         if c is not None and c.dtype.kind in "fc":
             shape = get_aval(x).shape
             idx = _slice_index(shape, params["start_indices"], params["limit_indices"],
