@@ -1017,3 +1017,64 @@ def test_small_traced_jacobian_bases_are_computed_large_ones_are_consts():
     z = x[0] + 1j * x[1]
     assert_close(tg.jit(tg.jacfwd(lambda v: v * v, holomorphic=True))(z),
                  jax.jacfwd(lambda v: v * v, holomorphic=True)(z))
+
+
+# --------------------------------------------------------------------------
+# Cotangents of slices of one value: slices that tile an axis join in one
+# concatenate (backward_pass); anything else is padded back and summed.
+
+def _sliced_loss(lib, ranges, axis):
+    def f(x):
+        total = 0.0
+        for k, (a, b) in enumerate(ranges):
+            idx = [slice(None)] * x.ndim
+            idx[axis] = slice(a, b)
+            total = total + lib.sum(lib.sin(x[tuple(idx)] * (k + 1.5)))
+        return total
+    return f
+
+
+def _ops(closed):
+    return [e.primitive.name for e in closed.jaxpr.eqns]
+
+
+@settings(max_examples=25)
+@given(st.integers(1, 7), st.integers(1, 4), st.integers(0, 1),
+       st.lists(st.tuples(st.integers(0, 7), st.integers(0, 7)), min_size=1, max_size=4))
+def test_slice_cotangents_match_jax(n, m, axis, raw):
+    shape = (n, m) if axis == 0 else (m, n)
+    ranges = [(min(a, b) % (n + 1), max(a, b) % (n + 1)) for a, b in raw]
+    ranges = [(min(a, b), max(a, b)) for a, b in ranges]
+    x = rng0.standard_normal(shape)
+    want = jax.grad(_sliced_loss(jnp, ranges, axis))(J(x))
+    got = tg.jit(tg.grad(_sliced_loss(tnp, ranges, axis)))(x)
+    assert_close(got, want)
+
+
+def test_tiling_slice_cotangents_are_one_concatenate():
+    ranges = [(0, 2), (2, 5), (5, 6)]  # an LSTM's gates: they tile the axis
+    jaxpr = tg.make_jaxpr(tg.grad(_sliced_loss(tnp, ranges, 0)))(np.ones(6))
+    assert "concatenate" in _ops(jaxpr) and "pad" not in _ops(jaxpr)
+    x = rng0.standard_normal(6)
+    assert_close(tg.jit(tg.grad(_sliced_loss(tnp, ranges, 0)))(x),
+                 jax.grad(_sliced_loss(jnp, ranges, 0))(J(x)))
+
+
+def test_slice_cotangents_with_gaps_and_other_axes():
+    # gaps are zeros inside the concatenate; equal partial ranges on the
+    # other axis are one pad around it
+    def f(lib):
+        return lambda x: lib.sum(lib.sin(x[1, 0:2])) + lib.sum(lib.cos(x[1, 4:6]) * 2.0)
+    jaxpr = tg.make_jaxpr(tg.grad(f(tnp)))(np.ones((3, 7)))
+    assert _ops(jaxpr).count("pad") == 1 and "concatenate" in _ops(jaxpr)
+    x = rng0.standard_normal((3, 7))
+    assert_close(tg.jit(tg.grad(f(tnp)))(x), jax.grad(f(jnp))(J(x)))
+
+
+def test_overlapping_slice_cotangents_are_summed():
+    ranges = [(0, 4), (2, 6)]
+    jaxpr = tg.make_jaxpr(tg.grad(_sliced_loss(tnp, ranges, 0)))(np.ones(6))
+    assert _ops(jaxpr).count("pad") == 2 and "concatenate" not in _ops(jaxpr)
+    x = rng0.standard_normal(6)
+    assert_close(tg.jit(tg.grad(_sliced_loss(tnp, ranges, 0)))(x),
+                 jax.grad(_sliced_loss(jnp, ranges, 0))(J(x)))

@@ -317,18 +317,33 @@ def backward_pass(jaxpr: core.Jaxpr, consts, cts_out):
     known) at the current trace. Returns cotangents of the invars."""
     known = dict(zip(jaxpr.constvars, consts))
     ct_env: dict = {}
+    slice_cts: dict = {}  # var -> [(slice params, ct)]: joined when the var is reached
 
     def add_ct(v, ct):
         if type(v) is core.Var and v not in known and ct is not None and type(ct) is not Zero:
             ct_env[v] = add_tangents(ct_env[v], ct) if v in ct_env else ct
 
+    def take(v):
+        ct = ct_env.pop(v, None)
+        pieces = slice_cts.pop(v, None)
+        if pieces is not None:
+            ct = _sum_slice_cts(v.aval, pieces) if ct is None else \
+                add_tangents(ct, _sum_slice_cts(v.aval, pieces))
+        return ct
+
     for v, ct in zip(jaxpr.outvars, cts_out):
         add_ct(v, ct)
     for eqn in reversed(jaxpr.eqns):
-        cts = [ct_env.pop(v, None) for v in eqn.outvars]
+        cts = [take(v) for v in eqn.outvars]
         if all(c is None for c in cts):
             continue
         cts = [Zero(v.aval.tangent_aval()) if c is None else c for v, c in zip(eqn.outvars, cts)]
+        prim = eqn.primitive
+        x0 = eqn.invars[0]
+        if (prim.name == "slice" and type(x0) is core.Var and x0 not in known
+                and type(cts[0]) is not Zero and _unit_strides(eqn.params["strides"])):
+            slice_cts.setdefault(x0, []).append((eqn.params, cts[0]))
+            continue
         args = []
         for x in eqn.invars:
             if type(x) is core.Literal:
@@ -337,7 +352,6 @@ def backward_pass(jaxpr: core.Jaxpr, consts, cts_out):
                 args.append(known[x])
             else:
                 args.append(UndefinedPrimal(x.aval))
-        prim = eqn.primitive
         if prim.transpose is None:
             raise core.primitive_error(prim, [a.aval if is_undefined(a) else a for a in args],
                                        "is not linear: it has no transpose rule "
@@ -347,7 +361,51 @@ def backward_pass(jaxpr: core.Jaxpr, consts, cts_out):
         for x, a, ct in zip(eqn.invars, args, cts_in):
             if is_undefined(a):
                 add_ct(x, ct)
-    return [ct_env.get(v, Zero(v.aval)) for v in jaxpr.invars]
+    outs = [take(v) for v in jaxpr.invars]
+    return [Zero(v.aval) if ct is None else ct for v, ct in zip(jaxpr.invars, outs)]
+
+
+def _unit_strides(strides):
+    return strides is None or all(s == 1 for s in strides)
+
+
+def _sum_slice_cts(aval, pieces):
+    """The cotangent of x from those of slices of x. Slices that differ on
+    one axis only, without overlapping, join in one concatenate (zeros in
+    the gaps, one pad around it): an LSTM's gate slices then give one XLA
+    kernel per step, where a sum of zero-padded copies gave one each.
+    Otherwise each piece is padded back (slice's transpose) and summed."""
+    from ..primitives import shapes  # (the primitives import this module)
+    slice_p = core.registry["slice"]
+    ranges = [tuple(zip(p["start_indices"], p["limit_indices"])) for p, _ in pieces]
+    differ = {i for r in ranges for i, ab in enumerate(r) if ab != ranges[0][i]}
+    if len(pieces) > 1 and len(differ) == 1:
+        (axis,) = differ
+        order = sorted(range(len(pieces)), key=lambda k: ranges[k][axis])
+        parts, at = [], ranges[order[0]][axis][0]
+        for k in order:
+            a, b = ranges[k][axis]
+            if a < at:  # overlap: no single concatenate
+                break
+            if a > at:
+                shape = list(get_aval(pieces[k][1]).shape)
+                shape[axis] = a - at
+                parts.append(shapes.full(tuple(shape), 0, aval.tangent_aval().dtype))
+            parts.append(pieces[k][1])
+            at = b
+        else:
+            lo_hi = [list(r) for r in ranges[0]]
+            lo_hi[axis] = [ranges[order[0]][axis][0], at]
+            joined = shapes.concatenate(parts, axis)
+            config = tuple((a, d - b, 0) for (a, b), d in zip(lo_hi, aval.shape))
+            if any(lo or hi for lo, hi, _ in config):
+                joined = shapes.pad(joined, 0, config)
+            return joined
+    total = None
+    for params, ct in pieces:
+        (padded,) = slice_p.transpose(ct, UndefinedPrimal(aval), **params)
+        total = padded if total is None else add_tangents(total, padded)
+    return total
 
 
 # --------------------------------------------------------------------------
