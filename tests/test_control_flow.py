@@ -111,6 +111,45 @@ shapes_ = st.sampled_from([(), (2,), (2, 3), (0,)])
 SCAN_AXES = [(0, 0, 0), (None, 1, None), (0, None, None), (None, None, 0)]
 
 
+@settings(max_examples=12)
+@given(length=st.integers(0, 14), reverse=st.booleans(), kind=st.integers(0, 1),
+       seed=st.integers(0, 100))
+def test_scan_auto_unroll_matches_jax(length, reverse, kind, seed):
+    """unroll=None (tracegrad's default): a compiled small body runs 4 steps
+    per loop iteration, then the remainder in a one-step loop; the results
+    are JAX's (unroll=1), and so are the gradients through both loops."""
+    rng = np.random.default_rng(seed)
+    c0, w = rng.standard_normal(3), rng.standard_normal(3)
+    xs = rng.standard_normal((length, 3))
+    tf = make_scan(tg.lax, tnp, reverse, None, kind)
+    jf = make_scan(jax.lax, jnp, reverse, 1, kind)
+    assert_close(tg.jit(tf)(c0, xs, w), jax.jit(jf)(c0, xs, w))
+    loss = lambda f, N: lambda c0, xs, w: N.sum(f(c0, xs, w)[1]["y"]) + N.sum(f(c0, xs, w)[0][0])
+    assert_close(tg.jit(tg.grad(loss(tf, tnp), (0, 1, 2)))(c0, xs, w),
+                 jax.grad(loss(jf, jnp), (0, 1, 2))(c0, xs, w))
+
+
+def _sine_count(f, *args):
+    return tg.jit(f).lower(*args).as_text().count("stablehlo.sine")
+
+
+def test_scan_auto_unroll_structure():
+    body = lambda c, x: (tnp.sin(c) + x, None)
+    run = lambda unroll, n=3: (lambda xs: tg.lax.scan(body, tnp.zeros(n), xs, unroll=unroll)[0])
+    # 10 steps: a loop of 2 x 4 steps, then a one-step loop for the last 2
+    assert _sine_count(run(None), np.ones((10, 3))) == 4 + 1
+    assert _sine_count(run(None), np.ones((9, 3))) == 4 + 1  # remainder 1: one step inline
+    assert _sine_count(run(None), np.ones((7, 3))) == 1      # too short to unroll
+    assert _sine_count(run(1), np.ones((10, 3))) == 1        # the user's factor wins
+    assert _sine_count(run(2), np.ones((10, 3))) == 2
+    big = 70000  # elements per step over the budget: stays rolled
+    assert _sine_count(run(None, big), np.ones((10, big))) == 1
+    w = np.eye(3, dtype=np.float32)  # a matmul in the body: stays rolled
+    mm = lambda xs: tg.lax.scan(lambda c, x: (tnp.sin(w @ c) + x, None),
+                                tnp.zeros(3, np.float32), xs)[0]
+    assert _sine_count(mm, np.ones((10, 3), np.float32)) == 1
+
+
 @settings(max_examples=4)
 @given(shape=shapes_, length=st.integers(0, 4), reverse=st.booleans(),
        unroll=st.sampled_from([1, 2, 3]), kind=st.integers(0, 1),

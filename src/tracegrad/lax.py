@@ -307,8 +307,7 @@ def fori_loop(lower, upper, body_fun, init_val, *, unroll=None):
             i, x = carry
             return (i + 1, body_fun(i, x)), None
 
-        (_, result), _ = scan(scan_body, (lo, init_val), None, length=length,
-                              unroll=False if unroll is None else unroll)
+        (_, result), _ = scan(scan_body, (lo, init_val), None, length=length, unroll=unroll)
         return result
     if unroll is not None and unroll is not False and unroll != 1:
         raise ValueError("Can only use `unroll` in `fori_loop` if the loop bounds are "
@@ -352,9 +351,14 @@ def _scan_length(leaves, paths, length):
     return lengths[0]
 
 
-def scan(f, init, xs=None, length=None, reverse=False, unroll=1):
+def scan(f, init, xs=None, length=None, reverse=False, unroll=None):
     """`carry, y = f(carry, x)` over the leading axis of xs; returns the final
-    carry and the stacked ys (as jax.lax.scan)."""
+    carry and the stacked ys (as jax.lax.scan).
+
+    unroll: steps per iteration of the compiled loop (an int, or True for
+    all). Unlike JAX (default 1), None lets tracegrad choose: compiled
+    loops over small bodies run 4 steps per XLA iteration (results are the
+    same; see control_flow._AUTO_UNROLL)."""
     if not callable(f):
         raise TypeError("lax.scan: f argument should be a callable.")
     init_leaves, init_paths, init_tree = _flatten(init, "scan", "init")
@@ -362,10 +366,11 @@ def scan(f, init, xs=None, length=None, reverse=False, unroll=1):
     length = _scan_length(xs_leaves, xs_paths, length)
     if isinstance(unroll, (bool, np.bool_)):
         unroll = max(length, 1) if unroll else 1
-    unroll = int(unroll)
-    if unroll < 0:
-        raise ValueError("`unroll` must be a `bool` or a non-negative `int`.")
-    unroll = max(unroll, 1)
+    if unroll is not None:
+        unroll = int(unroll)
+        if unroll < 0:
+            raise ValueError("`unroll` must be a `bool` or a non-negative `int`.")
+        unroll = max(unroll, 1)
     x_avals = [get_aval(x).update(shape=tuple(get_aval(x).shape[1:])) for x in xs_leaves]
     nk = len(init_leaves)
 
