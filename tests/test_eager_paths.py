@@ -3,7 +3,8 @@
 Eager tracegrad.numpy calls on concrete Arrays (and eager grad's tape
 tracers) skip the generic conversion/promotion/primitive machinery for the
 common cases: x[i] / static slicing, x[int array], reshape, Array op NumPy
-array, sum over an axis, a constant broadcast into a taped binary op. Each
+array (one dtype, or dtypes JAX and NumPy promote alike), sum over an axis
+or all, a constant broadcast into a taped binary op. Each
 must give exactly what the general path gives: values, shape, dtype, weak
 type, errors, and (under the tape) the same cotangents. JAX (x64) checks
 the values too."""
@@ -455,3 +456,171 @@ def test_scatter_add_out_of_range_drops():
             want = lax.scatter_add(jnp.zeros(4), ji, u, jdn,
                                    mode="clip" if mode == "clip" else "drop")
             assert_close(got, want, what=f"{idx} {mode}")
+
+
+# --------------------------------------------------------------------------
+# binary ufuncs with mixed dtypes: NumPy computes directly only where JAX's
+# promotion and NumPy's agree (strong operands of one kind, or a bool with a
+# number); weak operands, int with float, signed with unsigned and an impl
+# that reads its operands' dtypes (true_divide) take the general path
+
+MIXED_DTYPES = [np.bool_, np.int8, np.int32, np.int64, np.uint8, np.uint32, np.float16,
+                np.float32, np.float64, np.complex64, np.complex128]
+
+
+def _values(shape, dt, seed):
+    r = np.random.default_rng(seed)
+    v = r.standard_normal(shape) * 3
+    if np.dtype(dt).kind == "c":
+        v = v + 1j * r.standard_normal(shape)
+    if np.dtype(dt).kind == "u":
+        v = np.abs(v)
+    return v.astype(dt)
+
+
+def _result(fn):
+    """(value, None) or (None, the error's type)."""
+    try:
+        with np.errstate(all="ignore"):
+            return fn(), None
+    except Exception as e:  # noqa: BLE001  (compared with the general path's)
+        return None, type(e)
+
+
+@given(hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=2, max_side=3),
+       st.sampled_from(["array", "weak array", "ndarray"]), st.booleans())
+def test_binary_mixed_dtypes_match_general_path(shapes, kind, weak):
+    """Every pair of dtypes, each operator, both operand orders."""
+    (sx, sy), _ = shapes
+    ops = BINARY[:2] + BINARY[3:]  # (multiply: as add)
+    for dx in MIXED_DTYPES:
+        x = Array(_values(sx, dx, 0), weak=weak)
+        for dy in MIXED_DTYPES:
+            yv = _values(sy, dy, 1)
+            y = {"array": Array(yv), "weak array": Array(yv, weak=True), "ndarray": yv}[kind]
+            for name, prim, inexact in ops:
+                f = getattr(tnp, name)
+                for a, b in ((x, y), (y, x)):
+                    got, err = _result(lambda: f(a, b))
+                    want, want_err = _result(lambda: _general_binary(prim, inexact, a, b))
+                    assert err == want_err, (name, a, b, err, want_err)
+                    if err is None:
+                        _same(got, want, (name, a, b))
+
+
+def test_binary_mixed_dtypes_where_numpy_differs():
+    """int32 with float32 is float32 in JAX (float64 in NumPy); a weak f64
+    Array with an f32 array is f32; u32 with i32 is i64 in both."""
+    i32 = Array(np.arange(3, dtype=np.int32))
+    f32 = np.linspace(0.5, 1.5, 3).astype(np.float32)
+    assert (i32 * f32).dtype == np.float32
+    assert (f32 * i32).dtype == np.float32
+    assert (Array(np.ones(3), weak=True) * f32).dtype == np.float32
+    assert (Array(np.ones(3, np.float16)) + f32).dtype == np.float32
+    assert (Array(np.ones(3, np.uint32)) + np.ones(3, np.int32)).dtype == np.int64
+    assert (Array(np.ones(3, np.float32)) / np.ones(3, np.float64)).dtype == np.float64
+    assert_close(i32 * f32, jnp.asarray(np.arange(3, dtype=np.int32)) * f32)
+    # bools: add is logical or, subtract is our error (not NumPy's)
+    t = Array(np.array([True, False]))
+    _same(t + np.array([True, True]), Array(np.array([True, True])))
+    with pytest.raises(core.ShapeDtypeError):
+        t - np.array([True, True])
+    with pytest.raises(core.ShapeDtypeError):
+        t - t
+
+
+def test_binary_with_jit_results():
+    """Arrays over device buffers (jit results) read their value once."""
+    x = tg.device_put(np.arange(6.0).reshape(2, 3))
+    c = np.arange(3.0)
+    _same(x * c, Array(np.arange(6.0).reshape(2, 3) * c))
+    _same(c - tg.device_put(np.arange(3.0)), Array(np.zeros(3)))
+    _same(tg.device_put(np.arange(3.0)) * Array(np.ones(3)), Array(np.arange(3.0)))
+
+
+# --------------------------------------------------------------------------
+# x.reshape: sizes NumPy reads differently (any negative as -1), NumPy ints,
+# jit results
+
+
+@given(shapes_, st.lists(st.one_of(st.integers(-3, 4),
+                                   st.sampled_from([np.int64(2), np.int32(-1), np.int8(3)])),
+                         max_size=3), st.booleans())
+def test_reshape_method_odd_sizes_match_general_path(shape, dims, complete):
+    size = int(np.prod(shape))
+    known = int(np.prod([int(d) for d in dims if d != -1]))
+    if complete and known > 0 and size % known == 0:
+        dims = dims + [size // known]
+    for x in _arrays(shape):
+        want, err = _outcome(lambda: tnp.reshape(x, list(dims)))
+        for fast in (lambda: x.reshape(tuple(dims)), lambda: x.reshape(*dims)):
+            got, got_err = _outcome(fast)
+            assert got_err == err, (dims, got_err, err)
+            if err is None:
+                _same(got, want, dims)
+
+
+def test_reshape_method_no_shape_and_jit_results():
+    one = Array(np.ones((1, 1)), weak=True)
+    _same(one.reshape(), tnp.reshape(one, ()))
+    with pytest.raises((ValueError, TypeError)):
+        Array(np.ones(2)).reshape()
+    x = tg.device_put(np.arange(6.0))
+    _same(x.reshape(2, 3), Array(np.arange(6.0).reshape(2, 3)))
+
+
+# --------------------------------------------------------------------------
+# sum over one axis or all: NumPy's add.reduce directly, but for one axis of a
+# larger array (the impl: column sums over a short last axis)
+
+
+@given(st.sampled_from([(), (5,), (3, 4), (200, 3), (64, 2), (130,), (3, 50), (2, 70, 2),
+                        (40, 7), (40, 8)]),
+       st.one_of(st.none(), st.integers(-4, 3)),
+       st.sampled_from([np.float64, np.float32, np.float16]), st.booleans(), st.booleans())
+def test_sum_one_axis_matches_general_path(shape, axis, dt, weak, zeros):
+    r = np.random.default_rng(len(shape) + abs(axis or 0))
+    v = r.standard_normal(shape)
+    if zeros:  # rows of -0.0 sum to +0.0 (JAX's and NumPy's order from zero)
+        v = np.where(r.random(shape) < 0.5, -0.0, np.where(v > 1, np.inf, v))
+    x = Array(v.astype(dt), weak=weak)
+    general = lambda a: tred._sum_or_prod(red.reduce_sum_p, ew.add_p, 0, a, axis, None,  # noqa
+                                          False, None, None, True)
+    want, err = _result(lambda: general(x))
+    for fast in (lambda: tnp.sum(x, axis=axis), lambda: x.sum(axis=axis)):
+        got, got_err = _result(fast)
+        assert got_err == err, (shape, axis, got_err, err)
+        if err is None:
+            _same(got, want, (shape, axis))
+            np.testing.assert_array_equal(np.signbit(np.asarray(got)), np.signbit(np.asarray(want)))
+    if err is None and dt == np.float64 and not zeros:
+        assert_close(tnp.sum(x, axis=axis), jnp.sum(jnp.asarray(v), axis=axis))
+
+
+# --------------------------------------------------------------------------
+# the fast paths are eager only: traced, the same code stages primitives
+
+
+def test_fast_paths_stage_primitives_when_traced():
+    c = np.array([1.0, -1.0, 1.0])
+
+    def f(x):
+        y = x.reshape(2, 3) * c * x.reshape((2, 3))
+        return tnp.sum(y, axis=1)[0] + y[1][np.array([0, 2])].sum()
+
+    xv = np.arange(6.0) * 0.5 - 1
+    jaxpr = str(tg.make_jaxpr(f)(xv))
+    for prim in ("reshape", "mul", "reduce_sum", "gather"):
+        assert prim in jaxpr, (prim, jaxpr)
+
+    def fj(x):
+        y = x.reshape(2, 3) * c * x.reshape((2, 3))
+        return jnp.sum(y, axis=1)[0] + y[1][np.array([0, 2])].sum()
+
+    import jax
+    assert_close(f(Array(xv)), fj(jnp.asarray(xv)))
+    assert_close(tg.grad(f)(Array(xv)), jax.grad(fj)(jnp.asarray(xv)))
+    assert_close(tg.jit(f)(Array(xv)), fj(jnp.asarray(xv)))
+    xs = np.stack([xv, xv + 1])
+    assert_close(tg.vmap(f)(xs), jax.vmap(fj)(jnp.asarray(xs)))
+    assert_close(tg.jacfwd(f)(Array(xv)), jax.jacfwd(fj)(jnp.asarray(xv)))

@@ -10,13 +10,17 @@ import builtins
 
 import numpy as np
 
-from .. import dtypes
+from .. import core, dtypes
 from ..core import Array, get_aval
 from ..primitives import elementwise as ew
 from ..primitives import reductions as red
 from ..primitives import shapes
 from ..primitives import sort as sort_prims
 from ._util import asarray_value, canonical_axes, check_axis, concrete_value, promote_inexact
+
+_ctx = core._ctx  # (the one context object: its .trace changes, never the object)
+_sum_impl = red.reduce_sum_p.impl
+_add_reduce = np.add.reduce
 
 __all__ = [
     "sum", "mean", "prod", "product", "max", "min", "amax", "amin", "argmax", "argmin",
@@ -121,6 +125,23 @@ def _fast_sum(a, axis):
 def sum(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None,
         promote_integers=True):
     if dtype is None and initial is None and where is None and not keepdims:
+        if type(a) is Array and _ctx.trace is None:
+            # eager float Array over one int axis or all of them (what _fast_sum
+            # does, inline: the common case of eager code). NumPy's add.reduce
+            # is the impl's result (for floats dtype= changes nothing, and the
+            # impl's column sums over a short last axis of a larger array give
+            # the same bits) without the impl's checks. NumPy's AxisError for
+            # an axis out of range leaves the error to the general path (NumPy
+            # takes axis 0 of a 0-d array: we do not).
+            v = a._v
+            if v is not None and v.dtype.kind == "f" and v.ndim:
+                if axis is None or (type(axis) is int and v.size < 128):
+                    try:
+                        return Array(_add_reduce(v, axis), a.weak)
+                    except np.exceptions.AxisError:
+                        pass
+                elif type(axis) is int and -v.ndim <= axis < v.ndim:
+                    return Array(_sum_impl(v, (axis % v.ndim,)), a.weak)
         r = _fast_sum(a, axis)
         if r is not None:
             return r

@@ -872,7 +872,26 @@ def _iter_leading(x):
         yield S.squeeze_p.bind(S.slice_in_dim(x, i, i + 1, 1, 0), dimensions=(0,))
 
 
+_ctx = core._ctx  # (the one context object: its .trace changes, never the object)
+
+
 def _m_reshape(self, *shape, order="C", **kw):
+    if _ctx.trace is None and type(self) is Array and order == "C" and not kw:
+        # eager x.reshape(n, m) / x.reshape((n, m)): NumPy's view (the impl's),
+        # weak type kept. NumPy accepts the shapes _infer_shape does but for
+        # reading any negative size as -1: a result other than the request
+        # had one negative size, which must be -1. NumPy's errors (and jit
+        # results, not on the host yet) take the general path.
+        v = self._v
+        new = shape[0] if len(shape) == 1 and type(shape[0]) is tuple else shape
+        if v is not None:
+            try:
+                y = v.reshape(new)
+            except (ValueError, TypeError, OverflowError):
+                pass
+            else:
+                if y.shape == new or min(new) == -1:
+                    return Array(y, self.weak)
     if not kw and order == "C" and shape:
         # x.reshape(n, m) / x.reshape((n, m)): straight to the fast path
         out = _fast_reshape(self, shape[0] if len(shape) == 1 and type(shape[0]) is tuple

@@ -38,10 +38,8 @@ def _fast_unary(prim, inexact):
 def _eager_with_scalar(impl, x, y, inexact=False, scalar_arrays=False):
     """Eager strong float Array (f32/f64) with a Python float/int: the scalar
     is weak and takes the array's dtype, which is how NumPy treats a Python
-    scalar next to a float array too, so NumPy computes it directly.
-    Likewise an eager Array with a NumPy array of the same dtype (a strong
-    constant: no promotion, the result is strong; NumPy broadcasts as we
-    do, and shapes that do not broadcast take the general path's error)."""
+    scalar next to a float array too, so NumPy computes it directly. None
+    for anything else (the general path)."""
     if type(x) is Array:
         a, s = x, y
     elif type(y) is Array:
@@ -49,17 +47,7 @@ def _eager_with_scalar(impl, x, y, inexact=False, scalar_arrays=False):
     else:
         return None
     v = a._v
-    if v is None:
-        return None
-    if type(s) is np.ndarray:
-        dt = v.dtype
-        if (dt is not s.dtype and dt != s.dtype) or (inexact and dt.kind != "f"):
-            return None
-        try:
-            return Array(impl(v, s) if a is x else impl(s, v))
-        except ValueError:
-            return None
-    if (type(s) is not float and type(s) is not int) or a.weak \
+    if v is None or (type(s) is not float and type(s) is not int) or a.weak \
             or v.dtype.kind != "f" or v.dtype.itemsize < 4:
         return None
     if scalar_arrays:  # (an impl that reads its operands' dtypes: the scalar as promoted)
@@ -67,34 +55,81 @@ def _eager_with_scalar(impl, x, y, inexact=False, scalar_arrays=False):
     return Array(impl(v, s) if a is x else impl(s, v))
 
 
+# the dtypes JAX's lattice and NumPy's promotion share
+_STANDARD = frozenset(np.dtype(t) for t in (
+    np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+    np.uint64, np.float16, np.float32, np.float64, np.complex64, np.complex128))
+
+
+def _widened(x, y, dx, dy):
+    """The dtype of x op y when JAX and NumPy promote it alike, to the wider
+    operand's: strong operands of one kind (two floats, two signed or two
+    unsigned ints, two complex) or a bool with a number. NumPy computes in
+    that dtype, as the general path after converting. Else None (weak
+    operands adapt in JAX, and i32 with f32 is f32 in JAX, f64 in NumPy)."""
+    if (type(x) is Array and x.weak) or (type(y) is Array and y.weak) \
+            or dx not in _STANDARD or dy not in _STANDARD:
+        return None
+    kx, ky = dx.kind, dy.kind
+    if kx == ky:
+        return dx if dx.itemsize > dy.itemsize else dy
+    if kx == "b":
+        return dy
+    if ky == "b":
+        return dx
+    return None
+
+
 def _binary(prim, inexact=False, scalar_arrays=False):
     impl = prim.impl
     ctx = core._ctx
 
     def f(x, y):
-        if ctx.trace is None and type(x) is Array and type(y) is Array:
-            vx, vy = x._v, y._v
-            if vx is None:  # jit results: read their device buffers once (cached)
-                vx = x.value
-            if vy is None:
-                vy = y.value
-            dt = vx.dtype
-            # `is` first: builtin dtypes are singletons, and == costs ~100 ns.
-            # Equal dtypes need no promotion and NumPy broadcasts exactly as we
-            # do; shapes that do not broadcast take the slow path for our error.
-            if (dt is vy.dtype or dt == vy.dtype) and (not inexact or dt.kind == "f"):
-                try:
-                    return Array(impl(vx, vy), x.weak and y.weak)
-                except ValueError:
-                    pass
+        if ctx.trace is None:
+            # eager Arrays, or an Array and a NumPy array (a strong constant),
+            # of one dtype (or dtypes both promote alike: _widened): NumPy
+            # computes it directly, and broadcasts as we do (shapes that do
+            # not broadcast take the general path for our error). The checks
+            # are inline: this is the hottest path of eager mode.
+            tx, ty = type(x), type(y)
+            if tx is Array:
+                vx = x._v
+                if vx is None:  # a jit result: read its device buffer once (cached)
+                    vx = x.value
+                if ty is Array:
+                    vy = y._v
+                    if vy is None:
+                        vy = y.value
+                    weak = x.weak and y.weak
+                elif ty is np.ndarray:
+                    vy, weak = y, False
+                else:
+                    vy = None
+            elif ty is Array and tx is np.ndarray:
+                vx, vy, weak = x, y._v, False
+                if vy is None:
+                    vy = y.value
+            else:
+                vy = None
+            if vy is not None:
+                dt = vx.dtype
+                # `is` first: builtin dtypes are singletons, and == costs ~100 ns
+                if dt is not vy.dtype and dt != vy.dtype:
+                    # (an impl that reads its operands' dtypes needs them promoted)
+                    dt = None if scalar_arrays else _widened(x, y, dt, vy.dtype)
+                if dt is not None and (not inexact or dt.kind == "f"):
+                    try:
+                        return Array(impl(vx, vy), weak)
+                    except (ValueError, TypeError):  # (the general path's error)
+                        pass
+            else:
+                out = _eager_with_scalar(impl, x, y, inexact, scalar_arrays)
+                if out is not None:
+                    return out
         elif type(x) is TapeTracer or type(y) is TapeTracer:
             args = tape_operands(x, y, inexact)
             if args is not None:
                 return prim.bind(*args)
-        elif ctx.trace is None:
-            out = _eager_with_scalar(impl, x, y, inexact, scalar_arrays)
-            if out is not None:
-                return out
         args = promote_inexact(x, y) if inexact else promote(x, y)
         return prim.bind(*broadcast_arrays(*args))
     return f
