@@ -224,6 +224,11 @@ class Primitive:
         self.dce = dce
         self.not_linear_reason = not_linear_reason
         self.vjp = vjp
+        # XLA fuses this op's reads of its operands into its own loop (elementwise
+        # ops, gather, broadcast): a const read only by such ops can be a slice
+        # of a packed argument at no cost (lowering._const_plan). "through":
+        # a bitcast (reshape, squeeze), as good as the reads of its result.
+        self.fusible_reads = False
         registry[name] = self
 
     def __repr__(self):

@@ -19,6 +19,7 @@ from .common import const_like, elementwise_aval, elementwise_batch, unbroadcast
 def _def(name, impl, jvp=None, hlo_op=None, kinds=None, out_dtype=None, linear=False,
          transpose=None, lower=None, keeps_weak=True):
     p = Primitive(name, impl=impl, linear=linear, transpose=transpose, keeps_weak=keeps_weak)
+    p.fusible_reads = True
     if transpose is not None:  # the eager tape's reverse rule (mul: linear per operand)
         p.vjp = ad.transpose_vjp(p, each=name == "mul")
     p.abstract_eval = lambda *avals, **params: elementwise_aval(name, avals, out_dtype, kinds)
@@ -788,6 +789,7 @@ convert_element_type_p = Primitive(
     jvp=_convert_jvp, transpose=_convert_transpose, lower=_convert_lower, linear=True,
     keeps_weak=False)
 convert_element_type_p.vjp = ad.transpose_vjp(convert_element_type_p)
+convert_element_type_p.fusible_reads = select_n_p.fusible_reads = True
 convert_element_type_p.batch = lambda args, dims, **p: (convert_element_type_p.bind(args[0], **p), dims[0])
 
 

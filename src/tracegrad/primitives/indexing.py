@@ -704,6 +704,7 @@ gather_p = Primitive("gather", impl=_gather_impl, abstract_eval=_gather_abstract
                      jvp=_gather_jvp, transpose=_gather_transpose, batch=_gather_batch,
                      lower=_gather_lower, linear=True)
 _operand_weak_eager(gather_p)
+gather_p.fusible_reads = True
 _gather_vjp_general = ad.transpose_vjp(gather_p)
 
 

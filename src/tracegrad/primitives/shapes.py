@@ -110,6 +110,7 @@ reshape_p = Primitive(
     lower=lambda ctx, x, new_sizes: [lowering.result(hlo.ReshapeOp(lowering.ir_type(ctx.avals_out[0]), x))],
     linear=True)
 reshape_p.jvp = _shape_only(reshape_p)
+broadcast_in_dim_p.fusible_reads = True
 
 
 # ---- transpose(x, permutation)
@@ -670,3 +671,6 @@ def rev(x, dimensions):
 def iota(dtype, shape, dimension=0):
     return iota_p.bind(dtype=np.dtype(dtype), shape=tuple(int(s) for s in shape),
                        dimension=int(dimension))
+
+# bitcasts: a const read through them packs if their results are read fusibly
+reshape_p.fusible_reads = squeeze_p.fusible_reads = "through"
