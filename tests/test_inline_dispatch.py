@@ -38,7 +38,15 @@ def executable(jf):
     return rec[-1]
 
 
-def test_a_call_after_a_wait_runs_inline_and_agrees():
+def fast_path_only(monkeypatch):
+    """Fail instead of falling back to the slow path (which would also give
+    the right answer, hiding a broken inline executable)."""
+    def slow(self, *a):
+        raise AssertionError("the cached call fell back to the slow path")
+    monkeypatch.setattr(type(tg.jit(abs)), "_call_slow", slow)
+
+
+def test_a_call_after_a_wait_runs_inline_and_agrees(monkeypatch):
     x, w = args()
     jf = tg.jit(small(tnp))
     xs, ws = tg.device_put(x), tg.device_put(w)
@@ -49,6 +57,7 @@ def test_a_call_after_a_wait_runs_inline_and_agrees():
     assert exe._inline is None
     first.block_until_ready()           # the caller waits ...
     assert core.WAITED[0]
+    fast_path_only(monkeypatch)
     second = jf(xs, ws)                 # ... so this call runs inline:
     assert second._buf.is_ready()       # computed before the call returned
     assert not core.WAITED[0]
@@ -58,13 +67,14 @@ def test_a_call_after_a_wait_runs_inline_and_agrees():
         assert np.asarray(out).tobytes() == np.asarray(ref).tobytes()
 
 
-def test_a_host_read_counts_as_waiting():
+def test_a_host_read_counts_as_waiting(monkeypatch):
     x, w = args(seed=1)
     jf = tg.jit(small(tnp))
     y = jf(x, w)
     core.WAITED[0] = False
     float(y[0])                         # reads the device result on the host
     assert core.WAITED[0]
+    fast_path_only(monkeypatch)
     jf(x, w)
     assert executable(jf)._inline is not None
 
@@ -93,7 +103,7 @@ def test_an_executable_that_cannot_be_reloaded_runs_as_usual(monkeypatch):
     np.testing.assert_array_equal(np.asarray(out), np.asarray(jax.jit(small(jnp))(x, w)))
 
 
-def test_inline_calls_donate_and_alias_like_the_usual_ones():
+def test_inline_calls_donate_and_alias_like_the_usual_ones(monkeypatch):
     def step(p, g):
         return p - 0.1 * g, (g * g).sum()
     jf = tg.jit(step, donate_argnums=0)
@@ -101,6 +111,7 @@ def test_inline_calls_donate_and_alias_like_the_usual_ones():
     g = tg.device_put(np.ones(6))
     p, s = jf(p, g)
     s.block_until_ready()
+    fast_path_only(monkeypatch)
     for _ in range(3):                  # each call after a wait runs inline
         p, s = jf(p, g)
         assert float(s) == 6.0
@@ -129,3 +140,22 @@ def test_programs_with_loops_keep_the_worker_thread():
     exe = executable(jf)
     assert exe._inline.__self__ is exe.loaded
     np.testing.assert_array_equal(np.asarray(out), np.full(3, 1.5 ** 5))
+
+
+def test_an_executable_from_the_disk_cache_runs_inline(monkeypatch, tmp_path):
+    # serialized again, an executable that came from the disk cache lost its
+    # kernels ("Function bitcast_gather_fusion.2 not found"): the inline
+    # variant is compiled from the module text instead
+    monkeypatch.setenv("TRACEGRAD_DISABLE_DISK_CACHE", "0")
+    monkeypatch.setenv("TRACEGRAD_CACHE_DIR", str(tmp_path))
+    x, w = args(seed=5)
+    tg.jit(small(tnp))(x, w)                        # compiled, stored on disk
+    monkeypatch.setattr(xla, "_memory_cache", {})
+    jf = tg.jit(small(tnp))
+    first = jf(x, w)                                 # loaded from the disk
+    assert executable(jf).from_cache == "disk"
+    first.block_until_ready()
+    fast_path_only(monkeypatch)
+    out = jf(x, w)
+    assert executable(jf)._inline.__self__ is not executable(jf).loaded
+    assert np.asarray(out).tobytes() == np.asarray(first).tobytes()

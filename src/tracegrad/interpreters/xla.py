@@ -175,7 +175,7 @@ def block_until_ready(xs):
 # the worker too: XLA's cost analysis counts a loop body once, and the ADBench
 # LSTM l=4 gradient (1023-step scans) ran 8 -> 16 ms inline.
 # jaxlib runs an executable that has host callbacks inline (they may re-enter
-# Python), so the inline variant is the same executable loaded again with a
+# Python), so the inline variant is the same module compiled again with a
 # placeholder callback that the program never calls.
 WAITED = _core.WAITED
 _INLINE_MAX_FLOPS = 1e7
@@ -200,8 +200,8 @@ class Executable:
 
     def inline_run(self):
         """`execute_sharded` that runs the program in the caller's thread (the
-        usual one where that does not apply: not the CPU, a big program, or an
-        executable jaxlib cannot serialize)."""
+        usual one where that does not apply: not the CPU, a big program, a
+        loop, or a module that does not compile again)."""
         run = self._inline
         if run is None:
             run = self._inline = self._load_inline() or self.loaded.execute_sharded
@@ -213,10 +213,14 @@ class Executable:
         try:
             if self.loaded.cost_analysis().get("flops", np.inf) > _INLINE_MAX_FLOPS:
                 return None
-            client = self.device.client
-            again = client.deserialize_executable(
-                client.serialize_executable(self.loaded), _jax.DeviceList((self.device,)),
-                _compile_options(self.device), host_callbacks=[_never_called])
+            # compiled again: an executable that came from the disk cache,
+            # serialized and loaded once more, had lost its kernels ("Function
+            # bitcast_gather_fusion.2 not found")
+            with lowering.lock, lowering.ir_context():
+                module = lowering.ir.Module.parse(self.text)
+                again = self.device.client.compile_and_load(
+                    module, _jax.DeviceList((self.device,)), _compile_options(self.device),
+                    host_callbacks=[_never_called])
         except Exception:  # (best effort: the usual executable still runs it)
             return None
         return again.execute_sharded
