@@ -172,8 +172,8 @@ def block_until_ready(xs):
 # (`WAITED`, set by block_until_ready and host reads), on the CPU, and under
 # _INLINE_MAX_FLOPS: above that XLA's worker runs big matmuls faster (a
 # 1.3e8-flop jacfwd: 733 us async, 866 us inline). Programs with loops keep
-# the worker too: XLA's cost analysis counts a loop body once, and the ADBench
-# LSTM l=4 gradient (1023-step scans) ran 8 -> 16 ms inline.
+# the worker too: XLA's cost analysis counts a loop body once, so the bound
+# cannot see their size (and for a ms-long loop the hand-off is noise).
 # jaxlib runs an executable that has host callbacks inline (they may re-enter
 # Python), so the inline variant is the same module compiled again with a
 # placeholder callback that the program never calls.
