@@ -39,7 +39,6 @@ from jax._src import core as _jax_core  # the aval class jaxlib arrays carry
 from jax.extend import backend as _jax_backend
 from jaxlib import _jax
 
-from .. import core as _core
 from . import lowering
 
 __all__ = [
@@ -146,12 +145,10 @@ def is_committed(buf) -> bool:
 
 def to_numpy(x) -> np.ndarray:
     """Buffer -> numpy. Zero-copy on CPU; the result is read-only."""
-    WAITED[0] = True
     return np.asarray(x)
 
 
 def block_until_ready(xs):
-    WAITED[0] = True
     for x in xs:
         if type(x) is Buffer:
             x.block_until_ready()
@@ -160,34 +157,9 @@ def block_until_ready(xs):
 
 # ---------------------------------------------------------------- compile
 
-# Running a program in the caller's thread ("inline") or on PjRt's worker
-# thread. PjRt's CPU client runs a program inline only under 1,000 flops; any
-# other call hands it to a worker thread, which on this 2-core machine costs
-# 5-40 us when the caller then waits for the result (a jacrev of a small tanh
-# network: 72 -> 23 us per blocking call inline; det n=4 jacfwd 13 -> 7 us;
-# GMM d10 gradient 324 -> 297 us). A caller that does not wait (a training
-# loop) gains from the worker thread instead: its Python work overlaps the
-# program (MLP training step 68 us async, 93 us inline). So a program runs
-# inline when the caller waited for a result since the previous jitted call
-# (`WAITED`, set by block_until_ready and host reads), on the CPU, and under
-# _INLINE_MAX_FLOPS: above that XLA's worker runs big matmuls faster (a
-# 1.3e8-flop jacfwd: 733 us async, 866 us inline). Programs with loops keep
-# the worker too: XLA's cost analysis counts a loop body once, so the bound
-# cannot see their size (and for a ms-long loop the hand-off is noise).
-# jaxlib runs an executable that has host callbacks inline (they may re-enter
-# Python), so the inline variant is the same module compiled again with a
-# placeholder callback that the program never calls.
-WAITED = _core.WAITED
-_INLINE_MAX_FLOPS = 1e7
-
-
-def _never_called():  # pragma: no cover
-    raise AssertionError("a tracegrad program called its placeholder host callback")
-
-
 class Executable:
     """A compiled module bound to one device. Call with buffers."""
-    __slots__ = ("loaded", "device", "text", "name", "from_cache", "_handlers", "_inline")
+    __slots__ = ("loaded", "device", "text", "name", "from_cache", "_handlers")
 
     def __init__(self, loaded, device, text, name, from_cache):
         self.loaded = loaded      # jaxlib LoadedExecutable
@@ -196,34 +168,6 @@ class Executable:
         self.name = name
         self.from_cache = from_cache  # "disk" if loaded from the disk cache, else None
         self._handlers = None     # output result handlers, set on first call
-        self._inline = None       # execute_sharded of the inline variant, made on first use
-
-    def inline_run(self):
-        """`execute_sharded` that runs the program in the caller's thread (the
-        usual one where that does not apply: not the CPU, a big program, a
-        loop, or a module that does not compile again)."""
-        run = self._inline
-        if run is None:
-            run = self._inline = self._load_inline() or self.loaded.execute_sharded
-        return run
-
-    def _load_inline(self):
-        if self.device.platform != "cpu" or "stablehlo.while" in self.text:
-            return None
-        try:
-            if self.loaded.cost_analysis().get("flops", np.inf) > _INLINE_MAX_FLOPS:
-                return None
-            # compiled again: an executable that came from the disk cache,
-            # serialized and loaded once more, had lost its kernels ("Function
-            # bitcast_gather_fusion.2 not found")
-            with lowering.lock, lowering.ir_context():
-                module = lowering.ir.Module.parse(self.text)
-                again = self.device.client.compile_and_load(
-                    module, _jax.DeviceList((self.device,)), _compile_options(self.device),
-                    host_callbacks=[_never_called])
-        except Exception:  # (best effort: the usual executable still runs it)
-            return None
-        return again.execute_sharded
 
     def __call__(self, *buffers):
         return execute(self, buffers)
