@@ -135,19 +135,35 @@ def _sine_count(f, *args):
 
 def test_scan_auto_unroll_structure():
     body = lambda c, x: (tnp.sin(c) + x, None)
-    run = lambda unroll, n=3: (lambda xs: tg.lax.scan(body, tnp.zeros(n), xs, unroll=unroll)[0])
-    # 10 steps: a loop of 2 x 4 steps, then a one-step loop for the last 2
+    run = lambda unroll, n=3, reverse=True: (
+        lambda xs: tg.lax.scan(body, tnp.zeros(n), xs, unroll=unroll, reverse=reverse)[0])
+    # a backward loop of 10 steps: a loop of 2 x 4 steps, then a one-step loop for the last 2
     assert _sine_count(run(None), np.ones((10, 3))) == 4 + 1
     assert _sine_count(run(None), np.ones((9, 3))) == 4 + 1  # remainder 1: one step inline
     assert _sine_count(run(None), np.ones((7, 3))) == 1      # too short to unroll
+    assert _sine_count(run(None, reverse=False), np.ones((10, 3))) == 1  # forward: rolled
     assert _sine_count(run(1), np.ones((10, 3))) == 1        # the user's factor wins
     assert _sine_count(run(2), np.ones((10, 3))) == 2
+    assert _sine_count(run(2, reverse=False), np.ones((10, 3))) == 2
     big = 70000  # elements per step over the budget: stays rolled
     assert _sine_count(run(None, big), np.ones((10, big))) == 1
     w = np.eye(3, dtype=np.float32)  # a matmul in the body: stays rolled
     mm = lambda xs: tg.lax.scan(lambda c, x: (tnp.sin(w @ c) + x, None),
-                                tnp.zeros(3, np.float32), xs)[0]
+                                tnp.zeros(3, np.float32), xs, reverse=True)[0]
     assert _sine_count(mm, np.ones((10, 3), np.float32)) == 1
+
+
+def test_a_gradient_unrolls_its_backward_loop_only():
+    body = lambda N: lambda c, x: (N.sin(c) * x, None)
+    f = lambda xs: tnp.sum(tg.lax.scan(body(tnp), tnp.ones(3), xs)[0])
+    text = tg.jit(tg.grad(f)).lower(np.ones((10, 3))).as_text()
+    # the forward loop stays rolled: one step's sin and cos (its residual);
+    # the backward loop runs 2 x 4 steps, then a loop for the last 2
+    assert text.count("stablehlo.sine") == 1 and text.count("stablehlo.cosine") == 1
+    assert text.count("stablehlo.while") == 1 + 2
+    xs = np.linspace(0.5, 1.5, 30).reshape(10, 3)
+    ref = jax.grad(lambda xs: jnp.sum(jax.lax.scan(body(jnp), jnp.ones(3), xs)[0]))(xs)
+    np.testing.assert_allclose(tg.jit(tg.grad(f))(xs), ref, rtol=1e-12)
 
 
 @settings(max_examples=4)

@@ -357,8 +357,8 @@ def scan(f, init, xs=None, length=None, reverse=False, unroll=None):
 
     unroll: steps per iteration of the compiled loop (an int, or True for
     all). Unlike JAX (default 1), None lets tracegrad choose: compiled
-    loops over small bodies run 4 steps per XLA iteration (results are the
-    same; see control_flow._AUTO_UNROLL)."""
+    reverse loops (gradients' backward loops) over small bodies run 4 steps
+    per XLA iteration (results are the same; see control_flow._AUTO_UNROLL)."""
     if not callable(f):
         raise TypeError("lax.scan: f argument should be a callable.")
     init_leaves, init_paths, init_tree = _flatten(init, "scan", "init")
