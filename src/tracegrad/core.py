@@ -308,6 +308,11 @@ def leaked_tracer_error(t, prim=None):
 # Eager arrays
 
 
+# Set when the user waits for a device result (block_until_ready, a host
+# read): the next jitted call then runs its program inline (xla.WAITED).
+WAITED = [False]
+
+
 def _buffer_to_numpy(buf):
     # imported on first use (interpreters import core); later calls go
     # straight to xla.to_numpy through the rebound global
@@ -379,6 +384,7 @@ class Array:
 
     def block_until_ready(self):
         if self._buf is not None:
+            WAITED[0] = True
             self._buf.block_until_ready()
         return self
 

@@ -74,6 +74,7 @@ from .api import ShapeDtypeStruct as _ShapeDtype
 from .config import config
 from .core import Array, ClosedJaxpr, Jaxpr, Tracer, TracegradError, _ctx, get_aval
 from .core import memo_by_jaxpr as _memo
+from .core import WAITED as _WAITED
 from .interpreters import ad, batching, lowering, xla
 from .interpreters import partial_eval as pe
 from .interpreters.ad import Zero
@@ -172,7 +173,7 @@ class _Runner:
         if out_tree.num_nodes == 1 and out_tree.num_leaves == 1:
             single = self.out_weak[0]
         return (self.exe.loaded.execute_sharded, self.exe._handlers,
-                self.consts or None, self.out_weak, out_tree, single)
+                self.consts or None, self.out_weak, out_tree, single, self.exe)
 
 
 def _lower(closed, name, donated=None, where=""):
@@ -784,7 +785,10 @@ class Jitted:
         return self._run_fast(rec, ins, args, kwargs)
 
     def _run_fast(self, rec, ins, args, kwargs):
-        run, handlers, consts, out_weak, out_tree, single = rec
+        run, handlers, consts, out_weak, out_tree, single, exe = rec
+        if _WAITED[0]:  # the caller waits for results: run in its thread (xla.WAITED)
+            _WAITED[0] = False
+            run = exe.inline_run()
         try:
             outs = run(consts + ins if consts else ins).consume_with_handlers(handlers)
         except Exception:  # wrong device, deleted buffer, ...: explained there

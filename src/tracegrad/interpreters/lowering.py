@@ -56,7 +56,7 @@ except ImportError:  # pragma: no cover
     ml_dtypes = None
 
 __all__ = [
-    "LoweringError", "LoweringContext", "ir_context", "lock", "lower_jaxpr",
+    "LoweringError", "LoweringContext", "ir_context", "new_ir_context", "lock", "lower_jaxpr",
     "hoisted_consts", "module_text", "verify", "ir_type", "ir_element_type",
     "constant", "broadcast_in_dim", "convert", "compare", "make_reducer_region",
     "reduce", "reduce_identity", "elementwise", "result", "mark_donated_args",
@@ -84,15 +84,21 @@ def ir_context() -> ir.Context:
     if _context is None:
         with lock:
             if _context is None:
-                ctx = ir.Context()
-                registry = ir.DialectRegistry()
-                _jax_mlir_ext.register_dialects(registry)  # func, arith, ...
-                ctx.append_dialect_registry(registry)
-                ctx.load_all_available_dialects()
-                hlo.register_dialect(ctx)
-                chlo.register_dialect(ctx)
-                _context = ctx
+                _context = new_ir_context()
     return _context
+
+
+def new_ir_context() -> ir.Context:
+    """A fresh MLIR context with our dialects (see ir_context), for a thread
+    that must not share the process's one (xla's background compiles)."""
+    ctx = ir.Context()
+    registry = ir.DialectRegistry()
+    _jax_mlir_ext.register_dialects(registry)  # func, arith, ...
+    ctx.append_dialect_registry(registry)
+    ctx.load_all_available_dialects()
+    hlo.register_dialect(ctx)
+    chlo.register_dialect(ctx)
+    return ctx
 
 
 # ---------------------------------------------------------------- types
