@@ -445,6 +445,21 @@ def test_devices_and_device_put():
     assert_close(tg.jit(f_basic, device="cpu")(rnd(3), rnd(3)), f_basic(rnd(3), rnd(3)))
 
 
+def test_block_until_ready_waits_for_every_leaf_and_returns_its_input():
+    f = tg.jit(lambda x: (x * 2, {"s": x.sum(), "n": None}))
+    out = f(tg.device_put(np.arange(2e5)))
+    tree = (out, 3, "label", np.ones(2))
+    assert tg.block_until_ready(tree) is tree
+    for leaf in (out[0], out[1]["s"]):
+        assert leaf._buf.is_ready()
+    ref = jax.block_until_ready(jax.jit(lambda x: (x * 2, x.sum()))(np.arange(2e5)))
+    assert_close(out[0], ref[0])
+    assert_close(out[1]["s"], ref[1])
+    one = f(np.ones(3))[0]
+    assert tg.block_until_ready(one) is one and one._buf.is_ready()
+    assert tg.block_until_ready(1.5) == 1.5
+
+
 def test_donate_argnums():
     f = tg.jit(lambda x, y: x * 2 + y, donate_argnums=0)
     assert "tf.aliasing_output" in f.lower(rnd(4), rnd(4)).as_text()

@@ -120,10 +120,7 @@ class TracegradBackend(Backend):
         return self.tg.device_put(x) if jit else self.np.asarray(x)
 
     def block(self, y):
-        for leaf in _leaves(y):
-            if hasattr(leaf, "block_until_ready"):
-                leaf.block_until_ready()
-        return y
+        return self.tg.block_until_ready(y)
 
     def jit(self, f):
         return self.tg.jit(f)
@@ -225,17 +222,6 @@ def _dist_version(name):
         return version(name)
     except Exception:  # noqa: BLE001  (only used for display)
         return ""
-
-
-def _leaves(y):
-    if isinstance(y, (tuple, list)):
-        for v in y:
-            yield from _leaves(v)
-    elif isinstance(y, dict):
-        for v in y.values():
-            yield from _leaves(v)
-    elif y is not None:
-        yield y
 
 
 PEERS = ("jax", "autograd", "torch", "numpy")

@@ -10,7 +10,7 @@ from .api import (grad, hessian, jacfwd, jacrev, jvp, linearize, make_jaxpr,  # 
                   value_and_grad, vjp, vmap, ShapeDtypeStruct)
 from . import numpy  # noqa: F401
 from .config import config  # noqa: F401
-from .jit import jit, devices, device_put, JitCompileError, JitRuntimeError  # noqa: F401
+from .jit import jit, block_until_ready, devices, device_put, JitCompileError, JitRuntimeError  # noqa: F401
 from .custom_derivatives import custom_jvp, custom_vjp, stop_gradient  # noqa: F401
 from .checkpoint import checkpoint, checkpoint_policies, remat  # noqa: F401
 from . import lax  # noqa: F401

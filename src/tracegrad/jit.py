@@ -946,6 +946,24 @@ def devices(platform: str | None = None) -> list:
     return xla.devices(platform)
 
 
+def block_until_ready(x):
+    """Wait until every Array in the pytree x is computed; returns x (as
+    jax.block_until_ready; leaves without a block_until_ready are skipped).
+    A wait: the next jitted call runs in this thread (xla.WAITED)."""
+    t = type(x)
+    if t is Array:
+        return x.block_until_ready()
+    if t is tuple or t is list:  # (the common results, without a tree walk)
+        for leaf in x:
+            block_until_ready(leaf)
+        return x
+    for leaf in tree_flatten(x)[0]:
+        wait = getattr(leaf, "block_until_ready", None)
+        if wait is not None:
+            wait()
+    return x
+
+
 def device_put(x, device=None):
     """Put arrays (any pytree of them) on a device: tracegrad Arrays over
     device buffers. With a device they are *committed*: jitted functions
