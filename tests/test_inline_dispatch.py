@@ -2,9 +2,9 @@
 host read), a call runs its program in the caller's thread, through a variant
 of the executable compiled with a placeholder host callback in a background
 thread (asked for by the first call after a wait, which, like every call until
-the variant is ready, keeps PjRt's worker thread). Calls nobody waits for, big
-programs and loops keep the worker thread. Results are the same bits either
-way."""
+the variant is ready, keeps PjRt's worker thread). Calls nobody waits for and
+big programs keep the worker thread; programs under 1,000 flops PjRt runs
+inline itself. Results are the same bits either way."""
 import subprocess
 import sys
 import threading
@@ -35,7 +35,7 @@ def small(np_):
     return f
 
 
-def args(n=16, seed=0):
+def args(n=32, seed=0):  # (2k+ flops: over PjRt's own inline limit)
     rng = np.random.default_rng(seed)
     return rng.standard_normal(n), rng.standard_normal((n, n))
 
@@ -155,20 +155,20 @@ def test_inline_calls_donate_and_alias_like_the_usual_ones(monkeypatch):
     def step(p, g):
         return p - 0.1 * g, (g * g).sum()
     jf = tg.jit(step, donate_argnums=0)
-    p = tg.device_put(np.arange(6.0))
-    g = tg.device_put(np.ones(6))
+    p = tg.device_put(np.arange(600.0))   # (1,800 flops: over PjRt's own inline limit)
+    g = tg.device_put(np.ones(600))
     p, s = jf(p, g)
     s.block_until_ready()
     p, s = jf(p, g)                     # asks for the variant
     xla.wait_for_background_compiles()
     fast_path_only(monkeypatch)
     for _ in range(3):                  # each call after a wait runs inline
-        assert float(s) == 6.0
+        assert float(s) == 600.0
         old = p
         p, s = jf(p, g)
         assert old._buf.is_deleted()    # donated
     assert runs_inline(executable(jf))
-    np.testing.assert_allclose(np.asarray(p), np.arange(6.0) - 0.5)
+    np.testing.assert_allclose(np.asarray(p), np.arange(600.0) - 0.5)
 
 
 def test_loops_nobody_waits_in_stay_on_the_worker_thread():
@@ -183,15 +183,32 @@ def test_loops_nobody_waits_in_stay_on_the_worker_thread():
                                rtol=1e-12)
 
 
-def test_programs_with_loops_keep_the_worker_thread():
+def test_loops_run_inline_too(monkeypatch):
+    # (XLA counts a loop body once: 600 elements x 2 flops)
     import tracegrad.lax as lax
-    jf = tg.jit(lambda x: lax.fori_loop(0, 5, lambda i, c: c * 1.5, x))
-    x = np.ones(3)
+    jf = tg.jit(lambda x: lax.fori_loop(0, 5, lambda i, c: c * 1.5 + 1.0, x))
+    x = tg.device_put(np.ones(600))
     jf(x).block_until_ready()
+    jf(x).block_until_ready()
+    xla.wait_for_background_compiles()
+    fast_path_only(monkeypatch)
     out = jf(x)
+    assert runs_inline(executable(jf)) and out._buf.is_ready()
+    ref = jax.jit(lambda x: jax.lax.fori_loop(0, 5, lambda i, c: c * 1.5 + 1.0, x))(np.ones(600))
+    assert np.asarray(out).tobytes() == np.asarray(ref).tobytes()
+
+
+def test_programs_pjrt_runs_inline_itself_get_no_copy():
+    jf = tg.jit(lambda x: x * 2.0 + 1.0)       # 2 x 100 flops: under PjRt's 1,000
+    x = tg.device_put(np.ones(100))
+    jf(x).block_until_ready()
+    jf(x).block_until_ready()
+    xla.wait_for_background_compiles()
     exe = executable(jf)
-    assert exe.inline_status == "unavailable" and exe._inline.__self__ is exe.loaded
-    np.testing.assert_array_equal(np.asarray(out), np.full(3, 1.5 ** 5))
+    assert exe.inline_status == "pjrt" and exe._inline.__self__ is exe.loaded
+    out = jf(x)
+    assert out._buf.is_ready()                 # (PjRt ran it in this thread)
+    np.testing.assert_array_equal(np.asarray(out), np.full(100, 3.0))
 
 
 def test_an_executable_from_the_disk_cache_runs_inline(monkeypatch, tmp_path):
@@ -220,7 +237,7 @@ def test_a_process_that_exits_during_a_background_compile_exits_cleanly():
 import numpy as np, tracegrad as tg, tracegrad.numpy as tnp
 from tracegrad.interpreters import xla
 f = tg.jit(lambda x: tnp.tanh(x @ x.T).sum(0) * x[0])
-x = np.ones((8, 8))
+x = np.ones((16, 16))
 f(x).block_until_ready()
 y = f(x)                      # asks for the inline variant, then exits at once
 print(float(y[1]))

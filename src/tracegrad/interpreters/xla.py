@@ -171,21 +171,25 @@ def block_until_ready(xs):
 # loop) gains from the worker thread instead: its Python work overlaps the
 # program (MLP training step 68 us async, 93 us inline). So a program runs
 # inline when the caller waited for a result since the previous jitted call
-# (`WAITED`, set by block_until_ready and host reads), on the CPU, and under
-# _INLINE_MAX_FLOPS: above that XLA's worker runs big matmuls faster (a
-# 1.3e8-flop jacfwd: 733 us async, 866 us inline). Programs with loops keep
-# the worker too: XLA's cost analysis counts a loop body once, so the bound
-# cannot see their size (and for a ms-long loop the hand-off is noise).
-# jaxlib runs an executable that has host callbacks inline (they may re-enter
-# Python), so the inline variant is the same module compiled again with a
-# placeholder callback that the program never calls. It is compiled in a
-# background thread, asked for by the first call after a wait, which (like
-# every call until it is ready) runs on the worker thread as before: compiled
-# in the call instead, it made that call as slow as a first call. (Compiled
-# again from the text: an executable from the disk cache, serialized and
-# loaded once more, had lost its kernels: "Function ...fusion.2 not found".)
+# (`WAITED`, set by block_until_ready and host reads), on the CPU, from 1,000
+# flops (below, PjRt runs it inline itself) up to _INLINE_MAX_FLOPS (a
+# 1.3e8-flop jacfwd ran 733 us async, 866 us inline on the sixth session's
+# host; on the seventh's, big programs ran alike either way). XLA counts a
+# loop body once, so a loop's size is not bounded; measured, loops gain or
+# stay level inline (a 1000-step float32 RNN 572 -> 483 us, RK4 ODE d=4
+# jacfwd 375 -> 346 us; ms-long LSTM and ODE loops and a loop of 4e6-flop
+# matmuls within noise). jaxlib runs an executable that has host callbacks
+# inline (they may re-enter Python), so the inline variant is the same module
+# compiled again with a placeholder callback that the program never calls.
+# It is compiled in a background thread, asked for by the first call after a
+# wait, which (like every call until it is ready) runs on the worker thread
+# as before: compiled in the call instead, it made that call as slow as a
+# first call. (Compiled again from the text: an executable from the disk
+# cache, serialized and loaded once more, had lost its kernels: "Function
+# ...fusion.2 not found".)
 WAITED = _core.WAITED
 _INLINE_MAX_FLOPS = 1e7
+_PJRT_INLINE_FLOPS = 1000  # PjRt's CPU client runs programs under this inline
 
 
 def _never_called():  # pragma: no cover
@@ -205,18 +209,19 @@ class Executable:
         self.from_cache = from_cache  # "disk" if loaded from the disk cache, else None
         self._handlers = None     # output result handlers, set on first call
         self._inline = None       # the execute_sharded inline_run returns
-        # None (not asked for yet), "compiling", "ready" or "unavailable"
+        # None (not asked for yet), "compiling", "ready", "pjrt" (PjRt runs it
+        # inline itself) or "unavailable"
         self.inline_status = None
 
     def inline_run(self):
         """`execute_sharded` that runs the program in the caller's thread once
         its inline variant is ready (the usual one until then, and where that
-        does not apply: not the CPU, a big program, a loop, or a module that
-        does not compile again)."""
+        does not apply: not the CPU, a program PjRt runs inline anyway, a big
+        one, or a module that does not compile again)."""
         run = self._inline
         if run is None:
             run = self._inline = self.loaded.execute_sharded
-            if self.device.platform == "cpu" and "stablehlo.while" not in self.text:
+            if self.device.platform == "cpu":
                 self.inline_status = "compiling"
                 _background.submit(self)
             else:
@@ -226,7 +231,11 @@ class Executable:
     def _compile_inline(self, context):
         """(background thread) Compile the inline variant and switch to it."""
         try:
-            if self.loaded.cost_analysis().get("flops", np.inf) > _INLINE_MAX_FLOPS:
+            flops = self.loaded.cost_analysis().get("flops", np.inf)
+            if flops < _PJRT_INLINE_FLOPS:
+                self.inline_status = "pjrt"
+                return
+            if flops > _INLINE_MAX_FLOPS:
                 self.inline_status = "unavailable"
                 return
             with context:
