@@ -71,6 +71,9 @@ class Backend:
     def block(self, y):
         return y
 
+    def settle(self):
+        """Wait for work the framework left running after a first call."""
+
     def to_numpy(self, y):
         return np.asarray(y)
 
@@ -121,6 +124,13 @@ class TracegradBackend(Backend):
 
     def block(self, y):
         return self.tg.block_until_ready(y)
+
+    def settle(self):
+        # the inline copies a jitted function's first waits ask for compile
+        # in a background thread: done before the next framework's first
+        # call and the timed rounds, which it would otherwise slow down
+        from tracegrad.interpreters import xla
+        xla.wait_for_background_compiles()
 
     def jit(self, f):
         return self.tg.jit(f)

@@ -224,6 +224,7 @@ class Runner:
                 e = _Entry(functools.partial(fn, *args), B.block, exec_ == "eager", (fw, exec_, B))
                 try:
                     e.first_call(s)
+                    B.settle()
                     values[(fw, exec_, mode)] = prob.flatten(_to_numpy(B, e.out), mode)
                 except Exception as ex:  # noqa: BLE001
                     recs.append(self._error(inst, fw, exec_, mode, ex))
