@@ -7,6 +7,8 @@ jit, jvp, vjp/grad, vmap (several in_axes, batched predicates), vmap of grad,
 grad of vmap, jit of grad; zero-length scans and loops that never run;
 nested AD through scan; the error messages.
 """
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -127,6 +129,60 @@ def test_scan_auto_unroll_matches_jax(length, reverse, kind, seed):
     loss = lambda f, N: lambda c0, xs, w: N.sum(f(c0, xs, w)[1]["y"]) + N.sum(f(c0, xs, w)[0][0])
     assert_close(tg.jit(tg.grad(loss(tf, tnp), (0, 1, 2)))(c0, xs, w),
                  jax.grad(loss(jf, jnp), (0, 1, 2))(c0, xs, w))
+
+
+def _carry_ys_scan(N, L, reverse, unroll):
+    """A scan whose ys include its incoming carries (as a gradient's saved
+    residuals do), once each and one twice, beside an ordinary y."""
+    def f(c0, xs):
+        def body(c, x):
+            a, k = c
+            return (a * 0.5 + N.sin(x), k + 1.0), (a, x * 2.0, k, a)
+        return L.scan(body, (c0, 0.0), xs, reverse=reverse, unroll=unroll)
+    return f
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("unroll", [1, 2, 3, None, True])
+@pytest.mark.parametrize("length", [1, 2, 5, 11])
+def test_scan_ys_that_are_the_incoming_carry(reverse, unroll, length):
+    # stored from the previous step's outgoing carry (control_flow._carry_ys):
+    # the values are JAX's, forwards and backwards, at every unroll, and so
+    # are the gradients (whose saved residuals take the same path)
+    rng = np.random.default_rng(length)
+    c0, xs = rng.standard_normal(3), rng.standard_normal((length, 3))
+    tf = _carry_ys_scan(tnp, tg.lax, reverse, unroll)
+    jf = _carry_ys_scan(jnp, jax.lax, reverse, 1 if unroll is None else unroll)
+    assert_close(tg.jit(tf)(c0, xs), jax.jit(jf)(c0, xs))
+    loss = lambda f, N: lambda c0, xs: N.sum(N.cos(f(c0, xs)[1][0]) * f(c0, xs)[1][1])
+    assert_close(tg.jit(tg.grad(loss(tf, tnp), (0, 1)))(c0, xs),
+                 jax.grad(loss(jf, jnp), (0, 1))(c0, xs))
+
+
+def test_scan_stores_an_incoming_carry_y_from_the_step_before():
+    f = _carry_ys_scan(tnp, tg.lax, False, 1)
+    text = tg.jit(f).lower(np.ones(3), np.ones((10, 3))).as_text()
+    assert "tensor<11x3xf64>" in text and "tensor<11xf64>" in text   # length + 1 rows
+
+    # what it is for: a gradient's forward loop saves its incoming carries;
+    # stored in the step, XLA copied each carry every iteration (3 copies
+    # here, the LSTM's gradient 9); now only the step counter is copied
+    def loss(w, xs):
+        def step(c, x):
+            h, k = c
+            g = tnp.tanh(h * w + x)
+            k = k * g + h
+            return (g * k, k), None
+        return tnp.sum(tg.lax.scan(step, (tnp.ones(64), tnp.ones(64)), xs)[0][0])
+    jf = tg.jit(tg.grad(loss))
+    jf(np.ones(64), np.ones((100, 64)))
+    (rec,) = jf._fast.values()
+    hlo = rec[-1].hlo_text()
+    entry = hlo[hlo.index("\nENTRY"):]
+    forward_body = re.search(r"body=(%[\w.]+)", entry).group(1)
+    comp = hlo[hlo.index("\n" + forward_body + " "):]
+    comp = comp[:comp.index("\n}")]
+    assert comp.count(" copy(") <= 1
 
 
 def _sine_count(f, *args):

@@ -1203,6 +1203,19 @@ def _scan_lower(ctx, *args, jaxpr, length, num_carry, num_consts, reverse, unrol
     if length == 0:
         return list(init) + ys0
     u = _unroll_factor(unroll, jaxpr, length, reverse)
+    # ys that are a step's incoming carry (a gradient's saved inputs) are
+    # stored from the step before, as its outgoing carry, in a buffer one
+    # longer (the init at the end where the loop starts; sliced off after):
+    # stored in the step, the old carry is read after the new one is made,
+    # and XLA copied each such carry every iteration (LSTM l=4 gradient:
+    # 9 copies per step)
+    shifted = _carry_ys(jaxpr, num_consts, num_carry, y_avals)
+    buf_avals = [a.update(shape=(length + 1,) + tuple(a.shape[1:])) if j in shifted else a
+                 for j, a in enumerate(y_avals)]
+    zero0 = _i32(0)
+    for j, c in shifted.items():
+        ys0[j] = _update_in_dim(lowering.constant(np.zeros((), y_avals[j].dtype), buf_avals[j]),
+                                buf_avals[j], init[c], _i32(length if reverse else 0), zero0)
 
     def step(i, carry, ys):
         """One iteration at step counter i (an i32 scalar value)."""
@@ -1211,13 +1224,18 @@ def _scan_lower(ctx, *args, jaxpr, length, num_carry, num_consts, reverse, unrol
         xsl = [_index_in_dim(x, a, idx, zero) for x, a in zip(xs, x_avals)]
         outs = ctx.lower_sub_jaxpr(jaxpr, *consts, *carry, *xsl)
         carry, y = outs[:num_carry], outs[num_carry:]
-        ys = [_update_in_dim(b, a, v, idx, zero) for b, a, v in zip(ys, y_avals, y)]
+        # (a shifted y's step idx is the next step's input: buffer row idx+1
+        # forwards; backwards row idx, the buffer counted from row 1)
+        nxt = idx if reverse else hlo.AddOp(idx, _i32(1)).result
+        ys = [_update_in_dim(b, a, carry[shifted[j]], nxt, zero) if j in shifted
+              else _update_in_dim(b, a, v, idx, zero)
+              for j, (b, a, v) in enumerate(zip(ys, buf_avals, y))]
         return carry, ys
 
     def loop(start, stop, u, carry, ys):
         """A while op running steps start..stop-1, u of them per iteration."""
         i32 = ShapedArray((), np.dtype(np.int32))
-        types = [lowering.ir_type(a) for a in [i32] + list(carry_avals) + list(y_avals)]
+        types = [lowering.ir_type(a) for a in [i32] + list(carry_avals) + list(buf_avals)]
         op = hlo.WhileOp(types, [_i32(start)] + list(carry) + list(ys))
         cblock = op.cond.blocks.append(*types)
         with ir.InsertionPoint(cblock):
@@ -1243,7 +1261,25 @@ def _scan_lower(ctx, *args, jaxpr, length, num_carry, num_consts, reverse, unrol
             start = length
     for k in range(start, length):  # unrolled steps (full unroll or the remainder)
         carry, ys = step(_i32(k), carry, ys)
+    for j in shifted:
+        a = y_avals[j]
+        lo = 1 if reverse else 0
+        ys[j] = hlo.SliceOp(ys[j], [lo] + [0] * (len(a.shape) - 1),
+                            [lo + length] + list(a.shape[1:]), [1] * len(a.shape)).result
     return list(carry) + list(ys)
+
+
+def _carry_ys(jaxpr, num_consts, num_carry, y_avals):
+    """{y position: carry position} for the body's ys that are its incoming
+    carry unchanged (see _scan_lower)."""
+    body = jaxpr.jaxpr
+    carry_in = {id(v): c for c, v in enumerate(body.invars[num_consts:num_consts + num_carry])}
+    out = {}
+    for j, v in enumerate(body.outvars[num_carry:]):
+        c = carry_in.get(id(v))
+        if c is not None and np.dtype(y_avals[j].dtype) != dtypes.float0:
+            out[j] = c
+    return out
 
 
 _dce_bodies: dict = {}
