@@ -1204,11 +1204,11 @@ def _scan_lower(ctx, *args, jaxpr, length, num_carry, num_consts, reverse, unrol
         return list(init) + ys0
     u = _unroll_factor(unroll, jaxpr, length, reverse)
     # ys that are a step's incoming carry (a gradient's saved inputs) are
-    # stored from the step before, as its outgoing carry, in a buffer one
-    # longer (the init at the end where the loop starts; sliced off after):
-    # stored in the step, the old carry is read after the new one is made,
-    # and XLA copied each such carry every iteration (LSTM l=4 gradient:
-    # 9 copies per step)
+    # stored by the step before, as its outgoing carry, in a buffer one row
+    # longer: the init goes in the row where the loop starts, the extra row
+    # is sliced off after. Stored in the step itself, the old carry is read
+    # after the new one is made, and XLA copied each such carry every
+    # iteration (LSTM l=4 gradient: 9 copies per step).
     shifted = _carry_ys(jaxpr, num_consts, num_carry, y_avals)
     buf_avals = [a.update(shape=(length + 1,) + tuple(a.shape[1:])) if j in shifted else a
                  for j, a in enumerate(y_avals)]
@@ -1261,9 +1261,9 @@ def _scan_lower(ctx, *args, jaxpr, length, num_carry, num_consts, reverse, unrol
             start = length
     for k in range(start, length):  # unrolled steps (full unroll or the remainder)
         carry, ys = step(_i32(k), carry, ys)
+    lo = 1 if reverse else 0
     for j in shifted:
         a = y_avals[j]
-        lo = 1 if reverse else 0
         ys[j] = hlo.SliceOp(ys[j], [lo] + [0] * (len(a.shape) - 1),
                             [lo + length] + list(a.shape[1:]), [1] * len(a.shape)).result
     return list(carry) + list(ys)
